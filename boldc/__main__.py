@@ -1,0 +1,3 @@
+from boldc.cli import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""One module per ``boldc`` sub-command; see ``boldc/cli.py``."""

@@ -1,0 +1,67 @@
+"""Reading and writing artefacts: atomic writes, and the ``.bir`` module file.
+
+A ``.bir`` file is the module's text form with its ``resources`` section: one file
+carries structure and weights, readable with any pager up to the resources.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from boldc.errors import ArtefactError
+from boldc.ir.core import Module
+from boldc.ir.parser import parse
+from boldc.ir.printer import dumps
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it:
+    readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtefactError(f"{path}: is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ArtefactError(f"{path}: directory {parent} does not exist")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtefactError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise ArtefactError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise ArtefactError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArtefactError(f"{path}: not a boldc IR file (not UTF-8 text)") from None
+
+
+def save(module: Module, path: str | os.PathLike) -> None:
+    """Write the module (structure and weights) to ``path`` atomically."""
+    atomic_write(path, dumps(module, weights=True))
+
+
+def load(path: str | os.PathLike, verify: bool = True) -> Module:
+    """Read a module written by ``save`` (or any IR text file)."""
+    return parse(read_text(path, "IR file"), filename=str(path), verify=verify)

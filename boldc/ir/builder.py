@@ -1,0 +1,67 @@
+"""Building functions in memory, with result types inferred from the registry.
+
+    m = Module()
+    w = m.add_param("fc.w", tensor("b1", 10, 64), bits)
+    fb = FunctionBuilder(m, "forward", [("x", tensor("b1", "N", 64))])
+    s = fb.op("blinear", [fb.args[0], w], {"logic": "xnor"}, name="s")
+    fb.ret(fb.op("threshold", [s]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from boldc.ir.core import Function, Module, Op, Value
+from boldc.ir.types import TensorType
+from boldc.ops.registry import TypeCheck
+
+
+class FunctionBuilder:
+    def __init__(self, module: Module, name: str, args: list[tuple[str, TensorType]]):
+        self.module = module
+        self.fn = Function(name, [])
+        self._names: set[str] = set()
+        for arg_name, t in args:
+            self.fn.args.append(Value(self.fresh(arg_name), t))
+
+    @property
+    def args(self) -> list[Value]:
+        return self.fn.args
+
+    def fresh(self, hint: str | None = None) -> str:
+        """A value name not yet used in this function (``hint``, ``hint.1``, ... or a number)."""
+        base = hint if hint else str(len(self._names))
+        name, k = base, 0
+        while name in self._names:
+            k += 1
+            name = f"{base}.{k}"
+        self._names.add(name)
+        return name
+
+    def op(self, op_name: str, operands: list[Value], attrs: dict[str, Any] | None = None,
+           name: str | list[str] | None = None) -> Any:
+        """Append an op; returns its result Value (or the list, if it has several).
+        Raises TypeCheck (with the op named) if the operands do not type-check."""
+        from boldc.ir.verifier import check_op
+
+        op = Op(op_name, operands, [], attrs or {})
+        try:
+            types = check_op(op)
+        except TypeCheck as exc:
+            raise TypeCheck(f"op '{op_name}': {exc}") from None
+        if isinstance(name, list):
+            hints = name
+        elif len(types) == 1:
+            hints = [name]
+        else:
+            hints = [f"{name}.{i}" if name else None for i in range(len(types))]
+        op.results = [Value(self.fresh(h), t) for h, t in zip(hints, types)]
+        self.fn.ops.append(op)
+        return op.results[0] if len(op.results) == 1 else op.results
+
+    def ret(self, *values: Value) -> Function:
+        """Finish the function: set its returns and add it to the module."""
+        self.fn.returns = list(values)
+        self.fn.result_types = [v.type for v in values]
+        self.module.add_function(self.fn)
+        return self.fn

@@ -1,0 +1,8 @@
+"""IR passes, one per file, run by ``PassManager`` from a textual pipeline.
+
+Importing this package registers every pass."""
+
+from boldc.passes import dce  # noqa: F401  (registration)
+from boldc.passes.manager import PASSES, Option, Pass, PassManager, parse_pipeline, register_pass
+
+__all__ = ["PASSES", "Option", "Pass", "PassManager", "parse_pipeline", "register_pass"]

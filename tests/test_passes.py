@@ -1,0 +1,56 @@
+"""The pass manager: textual pipelines, options, verification after each pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import boldc
+from boldc import FunctionBuilder, Module, tensor
+from boldc.errors import BoldcError
+from boldc.passes import PassManager, parse_pipeline
+
+
+def _module_with_dead_code() -> Module:
+    m = Module()
+    w = m.add_param("w", tensor("f32", 4, 3), np.ones((4, 3), np.float32))
+    unused = m.add_param("unused", tensor("f32", 4, 3), np.ones((4, 3), np.float32))
+    fb = FunctionBuilder(m, "forward", [("x", tensor("f32", "N", 3))])
+    y = fb.op("linear", [fb.args[0], w])
+    fb.op("linear", [fb.args[0], unused])  # result never used
+    fb.ret(fb.op("relu", [y]))
+    return m
+
+
+def test_dce_removes_dead_ops_and_params():
+    m = _module_with_dead_code()
+    changed = PassManager("dce").run(m)
+    assert changed == {"dce": True}
+    assert [op.name for op in m.ops()] == ["linear", "relu"]
+    assert list(m.params) == ["w"]
+    assert PassManager("dce").run(m) == {"dce": False}
+
+
+def test_pipeline_options():
+    (p,) = parse_pipeline("dce{drop-params=false}")
+    assert p.opts == {"drop-params": False}
+    m = _module_with_dead_code()
+    PassManager([p]).run(m)
+    assert set(m.params) == {"w", "unused"}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("nosuchpass", "unknown pass 'nosuchpass'"),
+    ("dce{bogus=1}", "pass dce: bad option 'bogus=1'"),
+    ("dce{drop-params=maybe}", "pass dce: option drop-params='maybe' is not a bool"),
+])
+def test_pipeline_errors(text, message):
+    with pytest.raises(BoldcError, match=message.replace("(", r"\(")):
+        parse_pipeline(text)
+
+
+def test_manager_prints_after_each_pass():
+    seen = []
+    PassManager("dce,dce", print_after=lambda p, m: seen.append((p.name, boldc.dumps(m, weights=False)))).run(
+        _module_with_dead_code())
+    assert [name for name, _ in seen] == ["dce", "dce"] and seen[0][1] == seen[1][1]
