@@ -1,0 +1,1 @@
+"""The energy model of SPEC §6: hardware descriptions and the tiling/dataflow model."""
