@@ -28,6 +28,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -41,16 +43,29 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-def read_text(path: str | os.PathLike, what: str = "file") -> str:
+def _default_file_mode() -> int:
+    """0666 minus the process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The file's bytes; a missing or unreadable file is an ArtefactError naming ``what``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ArtefactError(f"{path}: no such {what}") from None
     except IsADirectoryError:
         raise ArtefactError(f"{path}: is a directory, not a {what}") from None
     except OSError as exc:
         raise ArtefactError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    path = Path(path)
+    raw = read_bytes(path, what)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -32,10 +32,16 @@ def interpret(module: Module, inputs: Inputs, func: str = "forward") -> Any:
 
 
 def run(module: Module, fn: Function, inputs: Inputs,
-        on_op: Callable[[Op, list[np.ndarray]], None] | None = None) -> dict[int, np.ndarray]:
+        on_op: Callable[[Op, list[np.ndarray]], None] | None = None, commit: bool = True) -> dict[int, np.ndarray]:
     """Run ``fn`` and return every value's array, keyed by ``id(value)``.
 
-    ``on_op(op, results)`` is called after each op (for traces and comparisons)."""
+    ``on_op(op, results)`` is called after each op (for traces and comparisons); for an
+    update op, ``results`` are the new values of the params it updates.
+
+    Parameter updates (ops declaring ``updates``, e.g. the optimizer in @train_step) are
+    staged and committed together when the function returns, so every op of a step reads
+    the params as they were at its start; if an op fails, no param changes. With
+    ``commit=False`` the updates are computed but not applied."""
     args = _bind_inputs(fn, inputs)
     bindings: dict[str, int] = {}
     env: dict[int, np.ndarray] = {}
@@ -44,16 +50,34 @@ def run(module: Module, fn: Function, inputs: Inputs,
     for p in module.params.values():
         if p.data is None:
             raise InterpretError(f"param @{p.name} has no tensor (the module was loaded without weights)")
+    staged: dict[str, np.ndarray] = {}
     for op in fn.ops:
         opdef = lookup(op.name)
         operands = [o.data if isinstance(o, Param) else env[id(o)] for o in op.operands]
         results = opdef.evaluate(operands, _resolve_attrs(opdef, op.attrs, bindings))
-        for value, arr in zip(op.results, results):
-            _check_result(op, value, arr, bindings)
-            env[id(value)] = arr
+        if opdef.updates:
+            _stage_updates(op, opdef, results, staged)
+        else:
+            for value, arr in zip(op.results, results):
+                _check_result(op, value, arr, bindings)
+                env[id(value)] = arr
         if on_op is not None:
             on_op(op, results)
+    if commit:
+        for name, arr in staged.items():
+            module.params[name].data = arr
     return env
+
+
+def _stage_updates(op: Op, opdef, new_values: list[np.ndarray], staged: dict[str, np.ndarray]) -> None:
+    """Check an update op's new param values against the params' types and stage them."""
+    for pos, arr in zip(opdef.updated_positions(len(op.operands)), new_values, strict=True):
+        param = op.operands[pos]
+        want = param.type
+        if arr.dtype != want.dtype.numpy or arr.shape != tuple(want.shape):
+            raise AssertionError(f"op {op.describe()} produced {arr.dtype}{list(arr.shape)} for @{param.name}, "
+                                 f"declared {want} (bug in its definition)")
+        staged[param.name] = arr
 
 
 def _bind_inputs(fn: Function, inputs: Inputs) -> list[np.ndarray]:

@@ -10,19 +10,21 @@ from boldc.ir.types import dtype_of_numpy, tensor
 
 
 def single_op(op_name: str, inputs: list[np.ndarray], params: list[np.ndarray] = (), attrs=None,
-              batch_symbolic: bool = True) -> Module:
+              batch_symbolic: bool = True, module: Module | None = None, fname: str = "forward") -> Module:
     """A module whose forward applies one op to function inputs then params.
 
-    Inputs get a symbolic first dimension ``N`` when ``batch_symbolic``."""
-    m = Module()
+    Inputs get a symbolic first dimension ``N`` when ``batch_symbolic``. With ``module``
+    the function ``fname`` is added to that module instead (params ``<fname>.p<i>``)."""
+    m = Module() if module is None else module
+    prefix = "p" if module is None else f"{fname}.p"
     args = []
     for i, x in enumerate(inputs):
         shape = list(x.shape)
         if batch_symbolic and shape:
             shape[0] = "N"
         args.append((f"x{i}", tensor(dtype_of_numpy(x), *shape)))
-    fb = FunctionBuilder(m, "forward", args)
-    ps = [m.add_param(f"p{i}", tensor(dtype_of_numpy(p), *p.shape), p) for i, p in enumerate(params)]
+    fb = FunctionBuilder(m, fname, args)
+    ps = [m.add_param(f"{prefix}{i}", tensor(dtype_of_numpy(p), *p.shape), p) for i, p in enumerate(params)]
     fb.ret(fb.op(op_name, list(fb.args) + ps, attrs or {}, name="y"))
     return m
 

@@ -82,3 +82,12 @@ def test_parse_then_save_of_large_b1_tensor(tmp_path):
     size = (tmp_path / "w.bir").stat().st_size
     assert size < data.size / 8 * 1.4  # base64 of packed bits
     assert np.array_equal(boldc.load(tmp_path / "w.bir").params["w"].data, data)
+
+
+def test_saved_file_has_the_default_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        boldc.save(boldc.load(GOLDEN / "boolean_mlp.bir"), tmp_path / "m.bir")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "m.bir").stat().st_mode & 0o777 == 0o644

@@ -76,7 +76,7 @@ class Param(Value):
             raise ValueError(f"param @{self.name}: b1 data must be a bool array, got {arr.dtype}")
         if arr.shape != tuple(self.type.shape):
             raise ValueError(f"param @{self.name}: data shape {arr.shape} != declared {self.type}")
-        self.data = np.ascontiguousarray(arr, dtype=want)
+        self.data = np.ascontiguousarray(arr, dtype=want).reshape(arr.shape)  # keeps 0-d scalars 0-d
 
 
 class Op:

@@ -41,8 +41,13 @@ def decode(text: str, crc: int, type: TensorType) -> np.ndarray:
         raise ValueError(f"data has {len(raw)} bytes, {type} needs {want}")
     if zlib.crc32(raw) != crc:
         raise ValueError(f"checksum mismatch (crc32 {zlib.crc32(raw):#010x}, recorded {crc:#010x})")
+    return from_raw_bytes(raw, type)
+
+
+def from_raw_bytes(raw: bytes, type: TensorType) -> np.ndarray:
+    """Inverse of ``raw_bytes`` (``raw`` has the right length)."""
     if type.dtype.is_bool:
-        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n, bitorder="little")
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=type.numel(), bitorder="little")
         return bits.astype(np.bool_).reshape(type.shape)
     arr = np.frombuffer(raw, dtype=type.dtype.numpy.newbyteorder("<"))
     return arr.astype(type.dtype.numpy).reshape(type.shape)

@@ -37,8 +37,26 @@ def check_op(op: Op) -> list:
     return inferred
 
 
+def _check_param_writes(op: Op, where: str, updated: dict[str, int], index: int) -> None:
+    """Ops that update params (the optimizer): the updated operands are params, each param
+    is updated at most once per function and never read after its update, so running the
+    updates in place in op order equals committing them all at the end (docs/training.md)."""
+    for operand in op.operands:
+        if isinstance(operand, Param) and operand.name in updated:
+            raise VerifyError(f"{where}: error: op {op.describe()}: reads param @{operand.name} after op "
+                              f"{updated[operand.name]} updated it; a param's update must follow all its uses")
+    opdef = lookup(op.name)
+    for pos in opdef.updated_positions(len(op.operands)):
+        operand = op.operands[pos]
+        if not isinstance(operand, Param):
+            raise VerifyError(f"{where}: error: op {op.describe()}: operand {pos} %{operand.name} is updated "
+                              "in place and must be a param")
+        updated[operand.name] = index
+
+
 def verify_function(module: Module, fn: Function) -> None:
     defined: set[int] = set()
+    updated: dict[str, int] = {}
     for a in fn.args:
         defined.add(id(a))
     for index, op in enumerate(fn.ops):
@@ -54,6 +72,7 @@ def verify_function(module: Module, fn: Function) -> None:
             inferred = check_op(op)
         except TypeCheck as exc:
             raise VerifyError(f"{where}: error: op {op.describe()}: {exc}") from None
+        _check_param_writes(op, where, updated, index)
         if len(inferred) != len(op.results):
             raise VerifyError(f"{where}: error: op {op.describe()}: has {len(inferred)} results, "
                               f"{len(op.results)} declared")

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from boldc.backend import kernels as K
+from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType, narrowest_int
 from boldc.ops import common as C
+from boldc.ops import grad_ops as G
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
 
 PAD_MODE = Attr("pad_mode", "str", "false", choices=("false", "neutral"),
@@ -53,6 +56,20 @@ class BConv2d(OpDef):
     attrs = (C.LOGIC, C.STRIDE, C.PAD, C.DILATION, C.GROUPS, PAD_MODE)
     traits = frozenset({"arithmetic", "conv", "boolean"})
 
+    def cost(self, ctx):
+        """Per multiply-accumulate one XNOR and one integer addition at the output width."""
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        """SPEC §3: g = transposed convolution of z with e(W), q = correlation of e(x) with z
+        (padded positions of x are e(F) = -1 for pad_mode "false", 0 for "neutral")."""
+        rescale = G.rescale_factor(op) if ctx.options["rescale"] else 1.0
+        pad_value = -1.0 if op.attrs["pad_mode"] == "false" else 0.0
+        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale, pad_value)
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, "bool", "input")
@@ -62,6 +79,9 @@ class BConv2d(OpDef):
             C.channel_vector(types[2], m, "bias", "bool")
         fan_in = w.shape[1] * w.shape[2] * w.shape[3]
         return [TensorType(preact_dtype(fan_in, len(types) > 2), (n, m, oh, ow))]
+
+    def emit_c(self, cop):
+        return K.bconv2d(cop)
 
     def evaluate(self, args, attrs):
         x, w = args[0], args[1]
@@ -82,6 +102,18 @@ class BLinear(OpDef):
     attrs = (C.LOGIC,)
     traits = frozenset({"arithmetic", "linear", "boolean"})
 
+    def cost(self, ctx):
+        """Per multiply-accumulate one XNOR and one integer addition at the output width."""
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        """SPEC §3: g = ±z·e(W), q = ±zᵀ·e(x), q0 = Σ_k z (± is - for xor)."""
+        rescale = G.rescale_factor(op) if ctx.options["rescale"] else 1.0
+        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale)
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, "bool", "input")
@@ -90,6 +122,9 @@ class BLinear(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], n, "bias", "bool")
         return [TensorType(preact_dtype(w.shape[1], len(types) > 2), lead + (n,))]
+
+    def emit_c(self, cop):
+        return K.blinear(cop)
 
     def evaluate(self, args, attrs):
         x, w = args[0], args[1]
@@ -109,6 +144,16 @@ class MConv2d(OpDef):
     attrs = (C.LOGIC, C.STRIDE, C.PAD, C.DILATION, C.GROUPS)
     traits = frozenset({"arithmetic", "conv", "mixed"})
 
+    def cost(self, ctx):
+        """Per multiply-accumulate one conditional negation and one addition."""
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, ("float", "int"), "input")
@@ -117,6 +162,9 @@ class MConv2d(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], m, "bias")
         return [TensorType(DType.f32, (n, m, oh, ow))]
+
+    def emit_c(self, cop):
+        return K.fconv2d(cop, sign=int(_logic_sign(cop.attrs)))
 
     def evaluate(self, args, attrs):
         y = C.conv_nchw(C.signed(args[0]), C.signed(args[1]), attrs) * np.float32(_logic_sign(attrs))
@@ -134,6 +182,16 @@ class MLinear(OpDef):
     attrs = (C.LOGIC,)
     traits = frozenset({"arithmetic", "linear", "mixed"})
 
+    def cost(self, ctx):
+        """Per multiply-accumulate one conditional negation and one addition."""
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, ("float", "int"), "input")
@@ -142,6 +200,9 @@ class MLinear(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], n, "bias")
         return [TensorType(DType.f32, lead + (n,))]
+
+    def emit_c(self, cop):
+        return K.flinear(cop, sign=int(_logic_sign(cop.attrs)))
 
     def evaluate(self, args, attrs):
         y = (C.signed(args[0]) @ C.signed(args[1]).T * np.float32(_logic_sign(attrs))).astype(np.float32)
@@ -163,6 +224,21 @@ class Threshold(OpDef):
     attrs = (Attr("tau", "number", 0, doc="scalar threshold when no tau operand is given"),)
     traits = frozenset({"activation", "binarize"})
 
+    nondiff_operands = ("tau", "ge")
+
+    def cost(self, ctx):
+        """One comparison x >= τ per element (at x's width); backward: threshold_grad."""
+        x = ctx.operands[0]
+        works = [E.pointwise(ctx, E.add_op(x))]
+        if ctx.need(0):
+            works.append(E.threshold_grad(ctx.signal_like(ctx.results[0]), x, ctx.operands[1:], ctx.signal_like(x)))
+        return works
+
+    def backward(self, ctx, op, dys):
+        """SPEC §3: δLoss/δs = δLoss/δy · tanh'(α (s - τ)) (or the box / Bi-Real variant)."""
+        grad = G.threshold_backward(ctx, op, dys[0], op.operands[1:], op.attrs["tau"])
+        return [grad] + [None] * (len(op.operands) - 1)
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, ("float", "int"), "input")
@@ -175,6 +251,9 @@ class Threshold(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], x.shape[1], "ge", "bool")
         return [x.with_dtype(DType.b1)]
+
+    def emit_c(self, cop):
+        return K.threshold(cop)
 
     def evaluate(self, args, attrs):
         x = args[0]
@@ -197,12 +276,22 @@ class BMaxPool2d(OpDef):
     attrs = (C.KERNEL, C.STRIDE, C.PAD, C.DILATION, C.CEIL_MODE)
     traits = frozenset({"pool", "boolean"})
 
+    def cost(self, ctx):
+        """An OR of kh·kw bits per output (kh·kw - 1 logic operations); backward: maxpool2d_grad."""
+        return E.max_pool(ctx, ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1], E.LOGIC)
+
+    def backward(self, ctx, op, dys):
+        return [G.maxpool_backward(ctx, op, dys[0])]
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, "bool", "input")
         C.expect_rank(x, 4, "input")
         oh, ow = C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"])
         return [x.with_shape((x.shape[0], x.shape[1], oh, ow))]
+
+    def emit_c(self, cop):
+        return K.pool(cop, "or")
 
     def evaluate(self, args, attrs):
         return [C.pool_nchw(args[0], attrs, "max")]

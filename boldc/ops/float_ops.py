@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from boldc.backend import kernels as K
+from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType, dtype_of_numpy, promote_int_sum, size_product
 from boldc.ops import common as C
+from boldc.ops import grad_ops as G
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
 
 NUMERIC = ("float", "int", "bool")  # operand kinds a float layer accepts
@@ -32,6 +35,15 @@ class Conv2d(OpDef):
     boolean_counterpart = "bconv2d"
     mixed_counterpart = "mconv2d"
 
+    def cost(self, ctx):
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        return G.layer_backward(ctx, op, dys[0])
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, NUMERIC, "input")
@@ -40,6 +52,9 @@ class Conv2d(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], m, "bias")
         return [_float_out((n, m, oh, ow))]
+
+    def emit_c(self, cop):
+        return K.fconv2d(cop)
 
     def evaluate(self, args, attrs):
         y = C.conv_nchw(C.signed(args[0]), args[1], attrs)
@@ -58,6 +73,15 @@ class Linear(OpDef):
     boolean_counterpart = "blinear"
     mixed_counterpart = "mlinear"
 
+    def cost(self, ctx):
+        return E.layer_cost(ctx)
+
+    def backward(self, ctx, op, dys):
+        return G.layer_backward(ctx, op, dys[0])
+
+    def fan_in(self, op, fan_in_of):
+        return G.layer_fan_in(op)
+
     def infer(self, types, attrs):
         x, w = types[0], types[1]
         C.expect_dtype(x, NUMERIC, "input")
@@ -66,6 +90,9 @@ class Linear(OpDef):
         if len(types) > 2:
             C.channel_vector(types[2], n, "bias")
         return [_float_out(lead + (n,))]
+
+    def emit_c(self, cop):
+        return K.flinear(cop)
 
     def evaluate(self, args, attrs):
         y = (C.signed(args[0]) @ args[1].T).astype(np.float32)
@@ -84,6 +111,24 @@ class BatchNorm(OpDef):
     attrs = (Attr("epsilon", "float", 1e-5),)
     traits = frozenset({"normalization"})
 
+    nondiff_operands = ("mean", "var")
+
+    def cost(self, ctx):
+        """y = x·k + b' with per-channel k, b': 2 operations per element."""
+        return [E.pointwise(ctx, E.ARITH.times(2)), *E.batchnorm_backward(ctx)]
+
+    def backward(self, ctx, op, dys):
+        """The statistics are constants (docs/training.md): gradients for x, scale and bias."""
+        x, scale, bias, mean, var = op.operands
+        eps = {"epsilon": op.attrs["epsilon"]}
+        return [ctx.op("batchnorm_grad_x", [dys[0], scale, var], eps, grad_of=x) if ctx.needs[0] else None,
+                ctx.op("batchnorm_grad_scale", [dys[0], x, mean, var], eps, grad_of=scale) if ctx.needs[1] else None,
+                ctx.op("channel_sum", [dys[0]], {"axis": 1}, grad_of=bias) if ctx.needs[2] else None,
+                None, None]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, ("float", "int"), "input")
@@ -92,6 +137,9 @@ class BatchNorm(OpDef):
         for name, t in zip(self.operands[1:], types[1:]):
             C.channel_vector(t, x.shape[1], name)
         return [_float_out(x.shape)]
+
+    def emit_c(self, cop):
+        return K.batchnorm(cop, cop.attrs["epsilon"])
 
     def evaluate(self, args, attrs):
         x, scale, bias, mean, var = args
@@ -109,9 +157,26 @@ class Relu(OpDef):
     operands = ("x",)
     traits = frozenset({"activation", "elementwise"})
 
+    def cost(self, ctx):
+        """One comparison per element; backward: relu_grad."""
+        x = ctx.operands[0]
+        works = [E.pointwise(ctx, E.add_op(x))]
+        if ctx.need(0):
+            works.append(E.relu_grad(ctx.signal_like(ctx.results[0]), x, ctx.signal_like(x)))
+        return works
+
+    def backward(self, ctx, op, dys):
+        return [ctx.op("relu_grad", [dys[0], op.operands[0]], grad_of=op.operands[0])]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         C.expect_dtype(types[0], ("float", "int"), "input")
         return [types[0]]
+
+    def emit_c(self, cop):
+        return K.elementwise(cop, lambda x: f"({x} < 0 ? 0 : {x})")
 
     def evaluate(self, args, attrs):
         return [np.maximum(args[0], np.zeros((), args[0].dtype))]
@@ -130,12 +195,25 @@ class MaxPool2d(OpDef):
     traits = frozenset({"pool"})
     boolean_counterpart = "bmaxpool2d"
 
+    def cost(self, ctx):
+        """kh·kw - 1 comparisons per output; backward: maxpool2d_grad."""
+        return E.max_pool(ctx, ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1], E.add_op(ctx.operands[0]))
+
+    def backward(self, ctx, op, dys):
+        return [G.maxpool_backward(ctx, op, dys[0])]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, ("float", "int"), "input")
         C.expect_rank(x, 4, "input")
         oh, ow = C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"])
         return [x.with_shape((x.shape[0], x.shape[1], oh, ow))]
+
+    def emit_c(self, cop):
+        return K.pool(cop, "max")
 
     def evaluate(self, args, attrs):
         return [C.pool_nchw(args[0], attrs, "max")]
@@ -151,12 +229,32 @@ class AvgPool2d(OpDef):
     attrs = (C.KERNEL, C.STRIDE, C.PAD, C.CEIL_MODE, Attr("count_include_pad", "bool", False))
     traits = frozenset({"pool"})
 
+    def cost(self, ctx):
+        """kh·kw - 1 additions and one division per output; backward: avgpool2d_grad."""
+        x, y = ctx.operands[0], ctx.results[0]
+        window = ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1]
+        works = [E.pointwise(ctx, E.window_ops(window, E.add_op(y)) + E.ARITH)]
+        if ctx.need(0):
+            works.append(E.avgpool_grad(ctx.signal_like(y), ctx.signal_like(x), window))
+        return works
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        attrs = {k: op.attrs[k] for k in ("kernel", "stride", "pad", "ceil_mode", "count_include_pad")}
+        return [ctx.op("avgpool2d_grad", [dys[0]], {**attrs, "input_hw": G.spatial(x)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, NUMERIC, "input")
         C.expect_rank(x, 4, "input")
         oh, ow = C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"])
         return [_float_out((x.shape[0], x.shape[1], oh, ow))]
+
+    def emit_c(self, cop):
+        return K.pool(cop, "avg")
 
     def evaluate(self, args, attrs):
         return [C.pool_nchw(C.signed(args[0]), attrs, "avg")]
@@ -170,11 +268,29 @@ class GlobalAvgPool(OpDef):
     operands = ("x",)
     traits = frozenset({"pool"})
 
+    def cost(self, ctx):
+        """H·W - 1 additions and one division per output; backward: global_avgpool_grad."""
+        x, y = ctx.operands[0], ctx.results[0]
+        works = [E.pointwise(ctx, E.window_ops(x.shape[2] * x.shape[3], E.add_op(y)) + E.ARITH)]
+        if ctx.need(0):
+            works.append(E.global_avgpool_grad(ctx.signal_like(y), ctx.signal_like(x)))
+        return works
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        return [ctx.op("global_avgpool_grad", [dys[0]], {"input_hw": G.spatial(x)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, NUMERIC, "input")
         C.expect_rank(x, 4, "input")
         return [_float_out((x.shape[0], x.shape[1], 1, 1))]
+
+    def emit_c(self, cop):
+        return K.global_pool(cop, "avg")
 
     def evaluate(self, args, attrs):
         x = C.signed(args[0])
@@ -216,9 +332,35 @@ class Add(OpDef):
     operands = ("a", "b")
     traits = frozenset({"elementwise", "residual"})
 
+    def cost(self, ctx):
+        """One addition per element (in a backward pass: the sum of two gradients);
+        backward: the signal itself, summed (sum_to) for a broadcast operand."""
+        y = ctx.results[0]
+        label = "gradient sum" if ctx.phase == E.BACKWARD else None
+        works = [E.pointwise(ctx, E.add_op(y), label)]
+        for i, operand in enumerate(ctx.operands):
+            if ctx.need(i) and operand.shape != y.shape:
+                works.append(E.sum_to(ctx.signal_like(y), ctx.signal_like(operand)))
+        return works
+
+    def backward(self, ctx, op, dys):
+        """dy goes to both operands, summed over the axes along which one was broadcast."""
+        return [G.sum_to_operand(ctx, dys[0], operand) if need else None
+                for operand, need in zip(op.operands, ctx.needs)]
+
+    def fan_in(self, op, fan_in_of):
+        """Variances add: the sum of the operands' fan-ins (a b1 operand, +-1, counts 1)."""
+        fans = [1 if o.type.dtype.is_bool else fan_in_of(o) for o in op.operands]
+        known = [f for f in fans if f is not None]
+        return sum(known) if known else None
+
     def infer(self, types, attrs):
         a, b = types
         return [TensorType(add_dtype(a.dtype, b.dtype), _broadcast(a, b))]
+
+    def emit_c(self, cop):
+        wide = K.wide_ctype(cop.out.dtype)  # exact integer sum, or one f32 rounding of the double sum
+        return K.elementwise(cop, lambda a, b: f"(({wide}){a} + ({wide}){b})")
 
     def evaluate(self, args, attrs):
         a, b = args
@@ -243,6 +385,15 @@ class Flatten(OpDef):
     attrs = (Attr("axis", "int", 1),)
     traits = frozenset({"shape"})
 
+    cost = staticmethod(E.view_cost)
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        return [ctx.op("reshape", [dys[0]], {"shape": list(x.type.shape)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
     def infer(self, types, attrs):
         x = types[0]
         axis = attrs["axis"] + (x.rank if attrs["axis"] < 0 else 0)
@@ -251,6 +402,9 @@ class Flatten(OpDef):
         lead = C.single_dim(x.shape[:axis], "flatten")
         rest = C.single_dim(x.shape[axis:], "flatten")
         return [x.with_shape((lead, rest))]
+
+    def emit_c(self, cop):
+        return K.reshape(cop)
 
     def evaluate(self, args, attrs):
         x = args[0]
@@ -267,6 +421,15 @@ class Reshape(OpDef):
     operands = ("x",)
     attrs = (Attr("shape", "shape"),)
     traits = frozenset({"shape"})
+
+    cost = staticmethod(E.view_cost)
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        return [ctx.op("reshape", [dys[0]], {"shape": list(x.type.shape)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
 
     def infer(self, types, attrs):
         x = types[0]
@@ -292,6 +455,9 @@ class Reshape(OpDef):
         missing = C.single_dim([in_c // k_c, *rest], "reshape")
         return [x.with_shape(tuple(missing if d == -1 else d for d in target))]
 
+    def emit_c(self, cop):
+        return K.reshape(cop)
+
     def evaluate(self, args, attrs):
         # Symbols are resolved by the interpreter before evaluate (see interp.py).
         return [args[0].reshape(attrs["shape"])]
@@ -305,6 +471,28 @@ class Concat(OpDef):
     operands = ("inputs*",)
     attrs = (Attr("axis", "int", 1),)
     traits = frozenset({"shape"})
+
+    def cost(self, ctx):
+        """A copy of the inputs into the result; backward: one slice_axis copy per input."""
+        works = [E.pointwise(ctx, E.NO_OPS)]
+        for i, operand in enumerate(ctx.operands):
+            if ctx.need(i):
+                part = ctx.signal_like(operand)
+                works.append(E.copy(part, part, "signal", E.BACKWARD))
+        return works
+
+    def backward(self, ctx, op, dys):
+        out, start = [], 0
+        for operand, need in zip(op.operands, ctx.needs):
+            stop = start + operand.type.shape[op.attrs["axis"]]
+            attrs = {"axis": op.attrs["axis"], "start": start, "stop": stop}
+            out.append(ctx.op("slice_axis", [dys[0]], attrs, grad_of=operand) if need else None)
+            start = stop
+        return out
+
+    def fan_in(self, op, fan_in_of):
+        fans = {fan_in_of(o) for o in op.operands}
+        return fans.pop() if len(fans) == 1 else None
 
     def infer(self, types, attrs):
         if not types:
@@ -325,6 +513,9 @@ class Concat(OpDef):
         shape[axis] = total
         return [first.with_shape(shape)]
 
+    def emit_c(self, cop):
+        return K.concat(cop, cop.attrs["axis"])
+
     def evaluate(self, args, attrs):
         return [np.concatenate(args, axis=attrs["axis"])]
 
@@ -338,12 +529,26 @@ class Softmax(OpDef):
     attrs = (Attr("axis", "int", -1),)
     traits = frozenset({"elementwise"})
 
+    def cost(self, ctx):
+        """Per element: max comparison, subtraction, exp, sum, division (5); backward: softmax_grad."""
+        y = ctx.results[0]
+        works = [E.pointwise(ctx, E.ARITH.times(5))]
+        if ctx.need(0):
+            works.append(E.softmax_grad(ctx.signal_like(y), y, ctx.signal_like(ctx.operands[0])))
+        return works
+
+    def backward(self, ctx, op, dys):
+        return [ctx.op("softmax_grad", [dys[0], op.result], {"axis": op.attrs["axis"]}, grad_of=op.operands[0])]
+
     def infer(self, types, attrs):
         x = types[0]
         C.expect_dtype(x, "float", "input")
         if not -x.rank <= attrs["axis"] < x.rank:
             raise TypeCheck(f"axis {attrs['axis']} out of range for {x}")
         return [x]
+
+    def emit_c(self, cop):
+        return K.softmax(cop, cop.attrs["axis"])
 
     def evaluate(self, args, attrs):
         x = args[0].astype(np.float64)

@@ -62,7 +62,8 @@ class Pending(Marker):
 
 PENDING_BACKWARD = Pending("backward rules are added by the training work (autodiff)")
 PENDING_COST = Pending("cost hooks are added by the energy work (annotate_energy)")
-PENDING_EMIT = Pending("C emission is added by the C backend work")
+PENDING_EMIT = Pending("no C emission yet (training ops come with training through the generated C, "
+                        "not available yet)")
 
 HOOKS = ("backward", "cost", "emit_c")
 
@@ -148,6 +149,31 @@ class OpDef:
     backward: Any = PENDING_BACKWARD
     cost: Any = PENDING_COST
     emit_c: Any = PENDING_EMIT
+
+    # -- training (docs/training.md) ---------------------------------------------
+    # Operands that never receive a gradient (labels, thresholds, BN statistics):
+    # autodiff neither asks the backward hook for them nor trains params found there.
+    nondiff_operands: ClassVar[tuple[str, ...]] = ()
+    # Operands (params) this op overwrites: ``evaluate`` returns their new values, in
+    # this order, and the interpreter commits them when the function returns. Such ops
+    # have no results and the trait "side_effect".
+    updates: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def updated_positions(cls, count: int) -> list[int]:
+        """Positions of the updated operands among ``count`` operands."""
+        return [i for i, n in enumerate(cls.operand_names(count)) if n in cls.updates]
+
+    @classmethod
+    def nondiff_positions(cls, count: int) -> set[int]:
+        """Positions of the operands that never receive a gradient."""
+        return {i for i, n in enumerate(cls.operand_names(count)) if n.split("[")[0] in cls.nondiff_operands}
+
+    def fan_in(self, op, fan_in_of: Callable) -> int | None:
+        """The fan-in m (SPEC §3) of the pre-activation this op produces, or None if it
+        has none. ``fan_in_of(value)`` asks the producer of an operand (for ops that pass
+        a pre-activation through, such as pooling)."""
+        return None
 
     # -- operand arity ------------------------------------------------------------
     @classmethod

@@ -2,7 +2,7 @@
 
 Importing this package registers every pass."""
 
-from boldc.passes import dce  # noqa: F401  (registration)
+from boldc.passes import annotate_energy, autodiff, dce, fold_bn, insert_optimizer, lower_boolean  # noqa: F401  (registration)
 from boldc.passes.manager import PASSES, Option, Pass, PassManager, parse_pipeline, register_pass
 
 __all__ = ["PASSES", "Option", "Pass", "PassManager", "parse_pipeline", "register_pass"]

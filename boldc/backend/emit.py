@@ -1,0 +1,352 @@
+"""The generic C emitter: Module -> model.c / model.h (docs/backend.md).
+
+For every function of the module (``forward``, and ``train_step`` when the
+training passes have run) and every op in it, the op's ``emit_c`` hook renders the
+body of one static C function; this module owns everything around it: the
+storage layout of each value (``layout.py``), the arena plan (``plan.py``), the
+params image, the conversions between API buffers and internal storage, and the
+public entry points. It never branches on op names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import keyword
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from boldc import __version__
+from boldc.backend.ckernel import CKernel, COp, CTensor, EmitError, copy_body
+from boldc.backend.layout import Layout
+from boldc.backend.plan import Buffer, plan
+from boldc.ir.core import Function, Module, Op, Param, Value
+from boldc.ops.registry import Marker, MustLower, lookup
+
+RESERVED = {"n", "ex", "bd_nt", "scratch", "arena", "params", "ctx", "cfg"}
+C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
+              "extern", "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return",
+              "short", "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
+              "volatile", "while"}
+
+
+@dataclass
+class Options:
+    """Emission options (``boldc.compile`` documents them)."""
+
+    name: str = "model"      # C prefix of every public symbol and of the file names
+    max_batch: int = 32      # the arena is planned for this batch
+    max_threads: int = 1     # per-thread scratch is planned for this many threads
+    trace: bool = False      # give every value its own arena bytes (read them after a call)
+    functions: tuple[str, ...] | None = None  # functions to emit (None: all of the module's)
+
+    def check(self) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name) or self.name in C_KEYWORDS:
+            raise EmitError(f"model name '{self.name}' must be a C identifier")
+        if self.max_batch < 1:
+            raise EmitError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.max_threads < 1:
+            raise EmitError(f"max_threads must be >= 1, got {self.max_threads}")
+
+
+@dataclass
+class ParamSlot:
+    param: Param
+    layout: Layout
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.layout.nbytes(1)
+
+
+@dataclass
+class ValueSlot:
+    value: Value
+    layout: Layout
+    buffer: Buffer
+
+
+@dataclass
+class FunctionCode:
+    """One generated entry point and its arena plan."""
+
+    name: str
+    cname: str
+    args: list[Value]
+    arg_api: list[Layout]
+    returns: list[Value]
+    ret_api: list[Layout]
+    has_batch: bool
+    slots: dict[int, ValueSlot] = field(default_factory=dict)  # id(value) -> arena slot
+    buffers: list[Buffer] = field(default_factory=list)
+    arena_bytes: int = 0
+    profile_ops: list[tuple[int, str]] = field(default_factory=list)  # (profile slot, op description)
+
+
+@dataclass
+class Program:
+    """Generated sources and what the Python side needs to drive them."""
+
+    options: Options
+    model_c: str
+    model_h: str
+    cdef: str
+    params: dict[str, ParamSlot]
+    functions: dict[str, FunctionCode]
+    params_bytes: int
+    arena_bytes: int
+    model_hash: int
+    profile_slots: int
+
+    def params_image(self, values: dict | None = None) -> bytes:
+        """The params image: every param packed at its offset (``values`` overrides the
+        module's tensors by param name)."""
+        import numpy as np
+
+        image = bytearray(self.params_bytes)
+        for name, slot in self.params.items():
+            data = (values or {}).get(name, slot.param.data)
+            if data is None:
+                raise EmitError(f"param @{name} has no tensor (load the module with its weights)")
+            raw = slot.layout.pack(np.asarray(data, dtype=slot.param.type.dtype.numpy)).tobytes()
+            image[slot.offset: slot.offset + len(raw)] = raw
+        return bytes(image)
+
+
+@lru_cache(maxsize=1)
+def environment():
+    import jinja2
+
+    def load(name: str) -> str:
+        return importlib.resources.files("boldc.templates").joinpath(name).read_text(encoding="utf-8")
+
+    return jinja2.Environment(loader=jinja2.FunctionLoader(load), trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def _comment(text: str) -> str:
+    return " ".join(str(text).split()).replace("*/", "* /")
+
+
+def _ident(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    if not s or s[0].isdigit():
+        s = "_" + s
+    return s
+
+
+def _local_name(name: str, used: set[str]) -> str:
+    base = _ident(name.replace("[", "").replace("]", ""))
+    if base in RESERVED or base in C_KEYWORDS or keyword.iskeyword(base) or base.startswith("bd_"):
+        base = base + "_"
+    out, k = base, 1
+    while out in used:
+        k += 1
+        out = f"{base}{k}"
+    used.add(out)
+    return out
+
+
+def _batch_symbol(fn: Function) -> str | None:
+    symbols = {d for a in fn.args for d in a.type.shape if isinstance(d, str)}
+    if len(symbols) > 1:
+        raise EmitError(f"@{fn.name}: the C backend supports one symbolic dimension (the batch), "
+                        f"found {', '.join(sorted(symbols))}")
+    for a in fn.args:
+        if any(isinstance(d, str) for d in a.type.shape[1:]):
+            raise EmitError(f"@{fn.name}: argument %{a.name} {a.type}: the batch symbol must be the first "
+                            "dimension")
+    return next(iter(symbols), None)
+
+
+def _pointer(ctype: str, name: str, base: str, offset: int, ref: str) -> str:
+    """``const float *x = (const float *)(arena + 64); /* %x */``"""
+    return f"{ctype} *{name} = ({ctype} *)({base} + {offset}); /* {_comment(ref)} */"
+
+
+def _marker_message(op: Op, marker: Marker) -> str:
+    where = f"{op.loc}: " if op.loc else ""
+    if isinstance(marker, MustLower):
+        return f"{where}op {op.describe()} must be rewritten before C emission: {marker.reason}"
+    return f"{where}op {op.describe()} has no C implementation: {marker.reason}"
+
+
+class Emitter:
+    def __init__(self, module: Module, options: Options):
+        options.check()
+        self.module = module
+        self.options = options
+        self.env = environment()
+        self.params: dict[str, ParamSlot] = {}
+        top = 0
+        for p in module.params.values():
+            if not p.type.is_static:
+                raise EmitError(f"param @{p.name} has a symbolic shape {p.type}")
+            lay = Layout(p.type.dtype, p.type.shape)
+            self.params[p.name] = ParamSlot(p, lay, top)
+            top += -(-max(lay.nbytes(1), 1) // 64) * 64
+        self.params_bytes = top
+        self.scratch_checks: list[dict] = []
+        self.profile_slots = 0
+
+    # -- one function ------------------------------------------------------------------
+    def function(self, fn: Function) -> tuple[FunctionCode, dict]:
+        prefix = self.options.name
+        has_batch = _batch_symbol(fn) is not None
+        code = FunctionCode(fn.name, f"{prefix}_{_ident(fn.name)}", list(fn.args),
+                            [Layout(a.type.dtype, a.type.shape, api=True) for a in fn.args],
+                            list(fn.returns), [Layout(v.type.dtype, v.type.shape, api=True) for v in fn.returns],
+                            has_batch)
+        layouts: dict[int, Layout] = {id(a): Layout(a.type.dtype, a.type.shape) for a in fn.args}
+        for op in fn.ops:
+            for r in op.results:
+                layouts[id(r)] = Layout(r.type.dtype, r.type.shape)
+        last_use: dict[int, int] = {}
+        for i, op in enumerate(fn.ops):
+            for o in op.operands:
+                if not isinstance(o, Param):
+                    last_use[id(o)] = i
+        for v in fn.returns:
+            if not isinstance(v, Param):
+                last_use[id(v)] = len(fn.ops)
+        mb = self.options.max_batch
+        for a in fn.args:
+            b = Buffer(("arg", a.name), layouts[id(a)].nbytes(mb), -1, last_use.get(id(a), -1))
+            code.buffers.append(b)
+            code.slots[id(a)] = ValueSlot(a, layouts[id(a)], b)
+        rendered = []
+        for i, op in enumerate(fn.ops):
+            cop, kernel = self._emit_op(fn, i, op, layouts)
+            for r in op.results:
+                b = Buffer(("value", r.name), layouts[id(r)].nbytes(mb), i, last_use.get(id(r), i))
+                code.buffers.append(b)
+                code.slots[id(r)] = ValueSlot(r, layouts[id(r)], b)
+            scratch = None
+            if kernel.scratch_bytes:
+                scratch = Buffer(("scratch", i), kernel.scratch_bytes, i, i)
+                code.buffers.append(scratch)
+            rendered.append((op, cop, kernel, scratch))
+        code.arena_bytes = plan(code.buffers, reuse=not self.options.trace)
+        ops = [self._op_text(fn, i, op, cop, kernel, scratch, code) for i, (op, cop, kernel, scratch)
+               in enumerate(rendered)]
+        return code, self._function_text(fn, code, ops)
+
+    def _emit_op(self, fn: Function, i: int, op: Op, layouts: dict[int, Layout]) -> tuple[COp, CKernel]:
+        opdef = lookup(op.name)
+        hook = opdef.emit_c
+        if isinstance(hook, Marker) or hook is None:
+            raise EmitError(_marker_message(op, hook))
+        used: set[str] = set()
+        names = opdef.operand_names(len(op.operands))
+        ins = []
+        for name, o in zip(names, op.operands):
+            lay = self.params[o.name].layout if isinstance(o, Param) else layouts[id(o)]
+            ins.append(CTensor(_local_name(name, used), lay, isinstance(o, Param), o.ref))
+        out_names = ["y"] if len(op.results) == 1 else [f"y{k}" for k in range(len(op.results))]
+        outs = [CTensor(_local_name(nm, used), layouts[id(r)], False, r.ref) for nm, r in zip(out_names, op.results)]
+        cop = COp(op, dict(op.attrs), ins, outs, i, self.options.max_threads, self.options.max_batch)
+        kernel = hook(cop)
+        if not isinstance(kernel, CKernel):
+            raise TypeError(f"emit_c of '{op.name}' returned {type(kernel).__name__}, not a CKernel")
+        return cop, kernel
+
+    def _op_text(self, fn, i, op, cop: COp, kernel: CKernel, scratch, code: FunctionCode) -> dict:
+        macro = getattr(self.env.get_template(kernel.template).module, kernel.macro)
+        body = str(macro(cop, **kernel.args)).strip("\n")
+        opdef = lookup(op.name)
+        written = set(opdef.updated_positions(len(op.operands)))
+        local = []
+        for pos, (t, o) in enumerate(zip(cop.ins, op.operands)):
+            const = "" if pos in written else "const "
+            base, off = ("params", self.params[o.name].offset) if isinstance(o, Param) \
+                else ("arena", code.slots[id(o)].buffer.offset)
+            local.append({"name": t.name, "decl": _pointer(const + t.ctype, t.name, base, off, t.ref)})
+        for t, r in zip(cop.outs, op.results):
+            local.append({"name": t.name, "decl": _pointer(t.ctype, t.name, "arena", code.slots[id(r)].buffer.offset,
+                                                           t.ref)})
+        cname = f"{code.cname}_op{i}"
+        code.profile_ops.append((self.profile_slots, op.describe()))
+        self.profile_slots += 1
+        if kernel.scratch_check:
+            self.scratch_checks.append({"expr": kernel.scratch_check, "bytes": kernel.scratch_bytes,
+                                        "op": _comment(f"@{fn.name} op {i} {op.describe()}")})
+        # The IR file's base name only: generated code must not depend on where the file lives.
+        loc = f"  ({os.path.basename(op.loc.filename or '<string>')}:{op.loc.line}:{op.loc.col})" if op.loc else ""
+        return {"cname": cname, "comment": _comment(repr(op)) + loc, "locals": local, "body": body,
+                "profile_index": self.profile_slots - 1,
+                "scratch_bytes": kernel.scratch_bytes, "scratch_offset": scratch.offset if scratch else 0}
+
+    def _function_text(self, fn: Function, code: FunctionCode, ops: list[dict]) -> dict:
+        sig = [f"{self.options.name}_ctx *ctx", "int n"]
+        copies_in, copies_out = [], []
+        for k, (a, api) in enumerate(zip(fn.args, code.arg_api)):
+            sig.append(f"const {api.ctype} *in{k}")
+            slot = code.slots[id(a)]
+            src, dst = CTensor("src", api, ref=a.ref), CTensor("dst", slot.layout, ref=a.ref)
+            copies_in.append({"cname": f"{code.cname}_in{k}", "arg": f"in{k}",
+                              "comment": _comment(f"{a.ref}: {a.type}"), "src": "src", "src_ctype": api.ctype,
+                              "dst": "dst", "dst_ctype": slot.layout.ctype, "offset": slot.buffer.offset,
+                              "code": copy_body(dst, src).rstrip("\n")})
+        for k, (v, api) in enumerate(zip(fn.returns, code.ret_api)):
+            sig.append(f"{api.ctype} *out{k}")
+            if isinstance(v, Param):
+                ps = self.params[v.name]
+                lay, base, off = ps.layout, "params", ps.offset
+            else:
+                slot = code.slots[id(v)]
+                lay, base, off = slot.layout, "arena", slot.buffer.offset
+            src, dst = CTensor("src", lay, ref=v.ref), CTensor("dst", api, ref=v.ref)
+            copies_out.append({"cname": f"{code.cname}_out{k}", "arg": f"out{k}",
+                               "comment": _comment(f"{k}: {v.ref}: {v.type}"), "src": "src", "src_ctype": lay.ctype,
+                               "dst": "dst", "dst_ctype": api.ctype, "base": base, "offset": off,
+                               "code": copy_body(dst, src).rstrip("\n")})
+        ins = ", ".join(f"{a.ref}: {a.type}" for a in fn.args)
+        outs = ", ".join(str(v.type) for v in fn.returns)
+        return {"name": fn.name, "cname": code.cname, "signature": ", ".join(sig), "has_batch": code.has_batch,
+                "doc": _comment(f"({ins}) -> ({outs}); inputs in0.., outputs out0.. as API buffers"),
+                "copies_in": copies_in, "copies_out": copies_out, "ops": ops}
+
+    # -- the whole module ---------------------------------------------------------------
+    def program(self) -> Program:
+        functions, texts = {}, []
+        names = self.options.functions or tuple(self.module.functions)
+        for fn in (self.module.function(name) for name in names):
+            code, text = self.function(fn)
+            functions[fn.name] = code
+            texts.append(text)
+        arena = max((f.arena_bytes for f in functions.values()), default=0)
+        arena = max(arena, 64)
+        prefix = self.options.name
+        ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "functions": texts,
+               "scratch_checks": self.scratch_checks}
+        model_c = self.env.get_template("module.c.j2").render(**ctx)
+        params_desc = [{"name": s.param.name, "macro": _ident(s.param.name).upper(), "offset": s.offset,
+                        "desc": _comment(f"{s.param.type}, {s.layout.ctype}[{s.layout.count(1)}] "
+                                         f"stored {list(s.layout.storage_dims)}")} for s in self.params.values()]
+        digest = hashlib.sha256((model_c + repr(params_desc)).encode()).digest()
+        model_hash = int.from_bytes(digest[:8], "little")
+        model_h = self.env.get_template("module.h.j2").render(
+            **ctx, arena_bytes=arena, params_bytes=max(self.params_bytes, 64), max_batch=self.options.max_batch,
+            max_threads=self.options.max_threads, hash_hex=f"0x{model_hash:016x}", params=params_desc,
+            profile_slots=max(self.profile_slots, 1))
+        cdef = _cdef(prefix, texts)
+        return Program(self.options, model_c, model_h, cdef, self.params, functions, max(self.params_bytes, 64),
+                       arena, model_hash, max(self.profile_slots, 1))
+
+
+def _cdef(prefix: str, texts: list[dict]) -> str:
+    lines = [f"typedef struct {{ unsigned char *params; unsigned char *arena; int threads; double *profile; }} "
+             f"{prefix}_ctx;",
+             f"int {prefix}_init({prefix}_ctx *ctx, unsigned char *params, unsigned char *arena);",
+             f"int {prefix}_set_threads({prefix}_ctx *ctx, int threads);",
+             "const char *bd_build_info(void);"]
+    lines += [f"int {t['cname']}({t['signature']});" for t in texts]
+    return "\n".join(lines) + "\n"
+
+
+def generate(module: Module, options: Options | None = None) -> Program:
+    """C sources for every function of ``module``."""
+    return Emitter(module, options or Options()).program()

@@ -1,0 +1,107 @@
+"""The standalone C folder for a device (``boldc compile model.bir -o outdir/``).
+
+The folder holds everything needed to build and run the model with a C compiler and
+make, no Python: ``<name>.c/.h`` (generated), the runtime (``boldc_rt.h``,
+``bd_*.c``), ``<name>_weights.bin`` (the params image behind a 32-byte header with
+its CRC-32 and the model's hash), an example ``main.c`` that reads input files and
+prints the outputs, a ``Makefile`` and a ``README.txt``. It is written into a temp
+directory next to the destination and renamed into place: a reader sees no folder
+or the complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+from boldc.backend.build import RUNTIME_FILES, runtime_text
+from boldc.backend.emit import EmitError, Options, Program, environment, generate
+from boldc.errors import ArtefactError
+from boldc.ir.core import Module
+
+MAGIC = b"BOLDCW01"
+
+
+def weights_blob(program: Program, image: bytes) -> bytes:
+    """Header (magic, image bytes, CRC-32, 0, model hash; little-endian) + image."""
+    header = MAGIC + struct.pack("<QII Q", len(image), zlib.crc32(image) & 0xFFFFFFFF, 0, program.model_hash)
+    assert len(header) == 32
+    return header + image
+
+
+def _io_descriptions(program: Program, func: str) -> tuple[dict, list[dict], list[dict]]:
+    code = program.functions.get(func)
+    if code is None:
+        raise EmitError(f"the module has no function @{func} to run from main.c")
+    inputs, outputs = [], []
+    for a, api in zip(code.args, code.arg_api):
+        per = api.count(1) if code.has_batch else api.count(1)
+        inputs.append({"name": a.name, "type": str(a.type), "ctype": api.ctype, "per_sample": per,
+                       "file": f"{a.name}.bin"})
+    for v, api in zip(code.returns, code.ret_api):
+        if code.has_batch and not (v.type.shape and isinstance(v.type.shape[0], str)):
+            raise EmitError(f"main.c prints one line per sample: output {v.ref} {v.type} of @{func} has no "
+                            "leading batch dimension")
+        fmt, cast = ("%.9g", "(double)") if api.dtype.is_float else ("%d", "(int)")
+        outputs.append({"type": str(v.type), "ctype": api.ctype, "per_sample": api.count(1), "fmt": fmt,
+                        "cast": cast})
+    f = {"name": func, "cname": code.cname, "has_batch": code.has_batch}
+    return f, inputs, outputs
+
+
+def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func: str = "forward",
+                 force: bool = False) -> Path:
+    """Write the standalone folder for ``program`` (params ``image``) at ``outdir``."""
+    from boldc import __version__
+
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise ArtefactError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ArtefactError(f"{out}: directory exists and is not empty (use --force to replace it)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ArtefactError(f"{out}: parent directory {parent} does not exist")
+    prefix = program.options.name
+    f, inputs, outputs = _io_descriptions(program, func)
+    env = environment()
+    ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "f": f, "inputs": inputs,
+           "outputs": outputs, "threads": program.options.max_threads}
+    files = {
+        f"{prefix}.c": program.model_c,
+        f"{prefix}.h": program.model_h,
+        "main.c": env.get_template("main.c.j2").render(**ctx),
+        "Makefile": env.get_template("Makefile.j2").render(**ctx),
+        "README.txt": env.get_template("README.txt.j2").render(**ctx),
+    }
+    files.update({name: runtime_text(name) for name in RUNTIME_FILES})
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        (tmp / f"{prefix}_weights.bin").write_bytes(weights_blob(program, image))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.rmdir(old)
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export(module: Module, outdir: str | os.PathLike, *, name: str = "model", max_batch: int = 1,
+           threads: int = 1, func: str = "forward", force: bool = False, params: dict | None = None) -> Path:
+    """Generate C for ``module`` and write the standalone folder (see module doc).
+    ``params`` overrides the module's tensors (e.g. a CompiledModel's current ones)."""
+    program = generate(module, Options(name=name, max_batch=max_batch, max_threads=threads, functions=(func,)))
+    return write_folder(program, program.params_image(params), outdir, func, force)

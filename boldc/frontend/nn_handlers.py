@@ -1,0 +1,233 @@
+"""ONNX layer ops -> registry ops: Conv, Gemm, MatMul, BatchNormalization, pooling,
+activations, Softmax/LogSoftmax.
+
+Weights must be constants (initializers or foldable); they become f32 params named
+after the ONNX initializer. Layouts already agree with ONNX (NCHW, filters
+[M, C/g, kh, kw], pads [top, left, bottom, right]); Gemm/MatMul weights are stored
+[out, in] as the ``linear`` op wants.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from boldc.frontend.graph import Node, f32_attr
+from boldc.frontend.importer import Importer, handles
+from boldc.ir.core import Value
+
+# --- geometry ---------------------------------------------------------------------------
+
+
+def _spatial(imp: Importer, node: Node, x: Value, kernel: list[int], dilated: bool = True) -> dict:
+    """stride, pad, dilation of a 2-D conv/pool node, with ``auto_pad`` resolved."""
+    if len(kernel) != 2:
+        raise imp.error(node, f"only 2-D (NCHW) {node.op_type} is supported; kernel {kernel} has "
+                              f"{len(kernel)} spatial dimensions")
+    stride = [int(s) for s in node.attr("strides", [1, 1])]
+    dilation = [int(d) for d in node.attr("dilations", [1, 1])] if dilated else [1, 1]
+    pads = [int(p) for p in node.attr("pads", [0, 0, 0, 0])]
+    auto = node.attr("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if x.type.rank != 4 or not all(isinstance(d, int) for d in x.type.shape[2:]):
+            raise imp.error(node, f"auto_pad={auto} needs a static NCHW input, got {x.type}")
+        pads = [0, 0, 0, 0]
+        for i, size in enumerate(x.type.shape[2:]):
+            out = -(-size // stride[i])
+            total = max(0, (out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1 - size)
+            small, big = total // 2, total - total // 2
+            pads[i], pads[i + 2] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    elif auto == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto != "NOTSET":
+        raise imp.error(node, f"unknown auto_pad '{auto}'")
+    if len(stride) != 2 or len(dilation) != 2 or len(pads) != 4:
+        raise imp.error(node, "strides, dilations and pads must describe 2 spatial dimensions")
+    return {"stride": stride, "pad": pads, "dilation": dilation}
+
+
+# --- arithmetic layers ------------------------------------------------------------------
+
+
+@handles("Conv")
+def conv(imp: Importer, node: Node) -> list:
+    x = imp.value(node, 0)
+    w = imp.const(node, 1, "the weights")
+    if w.ndim != 4:
+        raise imp.error(node, f"only 2-D convolutions (4-D weights) are supported, got weights of shape "
+                              f"{list(w.shape)}")
+    kernel = [int(k) for k in node.attr("kernel_shape", w.shape[2:])]
+    if kernel != list(w.shape[2:]):
+        raise imp.error(node, f"kernel_shape {kernel} disagrees with the weights {list(w.shape)}")
+    attrs = _spatial(imp, node, x, kernel)
+    attrs["groups"] = int(node.attr("group", 1))
+    x = _absorb_zero_pad(imp, node, x, attrs["pad"])
+    operands = [x, imp.param(w.astype(np.float32), imp.weight_name(node, 1, "weight"), key=(node.input(1), "as-is"))]
+    if node.input(2):
+        b = imp.const(node, 2, "the bias").astype(np.float32)
+        operands.append(imp.param(b, imp.weight_name(node, 2, "bias"), key=(node.input(2), "as-is")))
+    return [imp.emit(node, "conv2d", operands, attrs)]
+
+
+def _absorb_zero_pad(imp: Importer, node: Node, x: Value, pads: list[int]) -> Value:
+    """A zero ``pad`` of H and W whose only user is this convolution becomes the
+    convolution's own padding (so the lowered Boolean conv pads as documented)."""
+    op = imp.producer(x)
+    if op is None or op.name != "pad" or imp.uses[node.input(0)] != 1 or op.attrs["value"] != 0.0:
+        return x
+    p = op.attrs["pads"]
+    if len(p) != 8 or any(p[i] for i in (0, 1, 4, 5)):
+        return x
+    imp.remove_op(op)
+    pads[0] += p[2]
+    pads[1] += p[3]
+    pads[2] += p[6]
+    pads[3] += p[7]
+    return op.operands[0]
+
+
+def _bias_vector(imp: Importer, node: Node, c: np.ndarray, n: int) -> np.ndarray:
+    """A Gemm C (or an added constant) broadcast along the output features as [n]."""
+    if c.size == 1:
+        return np.full(n, c.reshape(()), dtype=np.float32)
+    if c.shape[-1] == n and c.size == n:
+        return c.reshape(n).astype(np.float32)
+    raise imp.error(node, f"C of shape {list(c.shape)} must be a scalar or one value per output ({n})")
+
+
+@handles("Gemm")
+def gemm(imp: Importer, node: Node) -> list:
+    """Y = alpha · A' · B' + beta · C  ->  linear(A', W = alpha · B'ᵀ, beta · C)."""
+    if not imp.is_const(node, 1):
+        raise imp.error(node, "B must be a constant (weights); a product of two computed tensors is not supported")
+    x = imp.value(node, 0)
+    b = imp.const(node, 1, "B").astype(np.float32)
+    if b.ndim != 2:
+        raise imp.error(node, f"B must be a matrix, got shape {list(b.shape)}")
+    if node.attr("transA", 0):
+        x = imp.emit(node, "transpose", [x], {"perm": [1, 0]})
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    trans_b = bool(node.attr("transB", 0))
+    w = b if trans_b else b.T
+    if alpha != 1.0:
+        w = w * np.float32(alpha)
+    operands = [x, imp.param(w, imp.weight_name(node, 1, "weight"), key=(node.input(1), "gemm", trans_b, alpha))]
+    if node.input(2):
+        c = imp.const(node, 2, "C").astype(np.float32)
+        operands.append(imp.param(_bias_vector(imp, node, c * np.float32(beta), w.shape[0]),
+                                  imp.weight_name(node, 2, "bias"),
+                                  key=(node.input(2), "gemm-bias", beta, w.shape[0])))
+    return [imp.emit(node, "linear", operands)]
+
+
+@handles("MatMul")
+def matmul(imp: Importer, node: Node) -> list:
+    """Y = A · B with B a constant [in, out]  ->  linear(A, Bᵀ)."""
+    if not imp.is_const(node, 1):
+        raise imp.error(node, "B must be a constant (weights); a product of two computed tensors is not supported")
+    b = imp.const(node, 1, "B").astype(np.float32)
+    if b.ndim != 2:
+        raise imp.error(node, f"B must be a matrix, got shape {list(b.shape)}")
+    x = imp.value(node, 0)
+    w = imp.param(b.T, imp.weight_name(node, 1, "weight"), key=(node.input(1), "T"))
+    return [imp.emit(node, "linear", [x, w])]
+
+
+@handles("BatchNormalization")
+def batchnorm(imp: Importer, node: Node) -> list:
+    if node.attr("training_mode", 0):
+        raise imp.error(node, "training_mode=1 is not supported (export the model in eval mode)")
+    if not node.attr("spatial", 1):
+        raise imp.error(node, "spatial=0 is not supported")
+    imp.only_first_output(node)
+    operands = [imp.value(node, 0)]
+    for i, what in enumerate(("scale", "bias", "mean", "var"), start=1):
+        # One param per role, even where an exporter shares one initializer between two
+        # equal-valued roles (a fresh bias and running mean): training updates them apart.
+        arr = imp.const(node, i, what).astype(np.float32)
+        operands.append(imp.param(arr, node.input(i), key=(node.input(i), "batchnorm", what)))
+    return [imp.emit(node, "batchnorm", operands, {"epsilon": f32_attr(node.attr("epsilon", 1e-5))})]
+
+
+# --- activations --------------------------------------------------------------------------
+
+
+@handles("Relu")
+def relu(imp: Importer, node: Node) -> list:
+    return [imp.emit(node, "relu", [imp.value(node, 0)])]
+
+
+@handles("Sigmoid", "Tanh")
+def sigmoid_tanh(imp: Importer, node: Node) -> list:
+    return [imp.emit(node, node.op_type.lower(), [imp.value(node, 0)])]
+
+
+@handles("LeakyRelu")
+def leaky_relu(imp: Importer, node: Node) -> list:
+    return [imp.emit(node, "leaky_relu", [imp.value(node, 0)], {"alpha": f32_attr(node.attr("alpha", 0.01))})]
+
+
+@handles("PRelu")
+def prelu(imp: Importer, node: Node) -> list:
+    imp.const(node, 1, "slope")
+    return [imp.emit(node, "prelu", [imp.value(node, 0), imp.value(node, 1)])]
+
+
+@handles("Clip")
+def clip(imp: Importer, node: Node) -> list:
+    if imp.opset < 11:
+        lo, hi = node.attr("min", -math.inf), node.attr("max", math.inf)
+    else:
+        lo_arr, hi_arr = imp.const(node, 1, "min"), imp.const(node, 2, "max")
+        lo = -math.inf if lo_arr is None else lo_arr.reshape(())
+        hi = math.inf if hi_arr is None else hi_arr.reshape(())
+    return [imp.emit(node, "clip", [imp.value(node, 0)], {"min": f32_attr(lo), "max": f32_attr(hi)})]
+
+
+@handles("Softmax", "LogSoftmax")
+def softmax(imp: Importer, node: Node) -> list:
+    """Opset >= 13: along one axis (default -1). Before 13: over the input coerced to 2-D
+    at ``axis`` (default 1), which is flatten -> along the last axis -> reshape back."""
+    op = "softmax" if node.op_type == "Softmax" else "log_softmax"
+    x = imp.value(node, 0)
+    if imp.opset >= 13:
+        return [imp.emit(node, op, [x], {"axis": int(node.attr("axis", -1))})]
+    axis = int(node.attr("axis", 1))
+    axis = axis + x.type.rank if axis < 0 else axis
+    if axis == x.type.rank - 1:
+        return [imp.emit(node, op, [x], {"axis": -1})]
+    flat = imp.emit(node, "flatten", [x], {"axis": axis})
+    y = imp.emit(node, op, [flat], {"axis": -1})
+    return [imp.emit(node, "reshape", [y], {"shape": list(x.type.shape)})]
+
+
+# --- pooling --------------------------------------------------------------------------------
+
+
+@handles("MaxPool")
+def maxpool(imp: Importer, node: Node) -> list:
+    imp.only_first_output(node)
+    x = imp.value(node, 0)
+    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    attrs = _spatial(imp, node, x, kernel, dilated=imp.opset >= 10)
+    attrs.update(kernel=kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
+    return [imp.emit(node, "maxpool2d", [x], attrs)]
+
+
+@handles("AveragePool")
+def avgpool(imp: Importer, node: Node) -> list:
+    x = imp.value(node, 0)
+    kernel = [int(k) for k in node.attr("kernel_shape", [])]
+    attrs = _spatial(imp, node, x, kernel)
+    if attrs.pop("dilation") != [1, 1]:
+        raise imp.error(node, "dilated average pooling is not supported")
+    attrs.update(kernel=kernel, ceil_mode=bool(node.attr("ceil_mode", 0)),
+                 count_include_pad=bool(node.attr("count_include_pad", 0)))
+    return [imp.emit(node, "avgpool2d", [x], attrs)]
+
+
+@handles("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(imp: Importer, node: Node) -> list:
+    op = "global_avgpool" if node.op_type == "GlobalAveragePool" else "global_maxpool"
+    return [imp.emit(node, op, [imp.value(node, 0)])]

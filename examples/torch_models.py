@@ -1,0 +1,105 @@
+"""Float model definitions (PyTorch) for the examples: digits MLP and CNN, VGG-Small, ResNet-18.
+
+Written here rather than taken from torchvision (not a dependency of boldc). Every
+model is ordinary float PyTorch; ``boldc convert`` turns its ONNX export Boolean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DigitsMLP(nn.Module):
+    """64-128-128-128-10 for scikit-learn's 8x8 digits (input: the 64 pixel values, 0..16)."""
+
+    def __init__(self, hidden: int = 128):
+        super().__init__()
+        layers, width = [], 64
+        for _ in range(3):
+            layers += [nn.Linear(width, hidden), nn.BatchNorm1d(hidden), nn.ReLU()]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 1x8x8 digits: 3 conv layers (32-64-64) with BN, ReLU, max-pool, then a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+
+        def block(cin, cout, pool):
+            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.features = nn.Sequential(*block(1, 32, False), *block(32, 64, True), *block(64, 64, True))
+        self.head = nn.Linear(64 * 2 * 2, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class VGGSmall(nn.Module):
+    """VGG-Small for 3x32x32 inputs: 6 conv layers 128-128-256-256-512-512 (3x3, BN, ReLU,
+    max-pool after every second), then fully connected layers 8192-1024-10."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        layers, cin = [], 3
+        for i, cout in enumerate((128, 128, 256, 256, 512, 512)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            if i % 2 == 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(512 * 4 * 4, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(),
+                                        nn.Linear(1024, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv-BN-ReLU-conv-BN, plus the shortcut (1x1 conv + BN when the shape changes), ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + shortcut)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 3x224x224 inputs (the ImageNet layout: 7x7 stem, max-pool, 4 stages of 2 blocks)."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        blocks, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layers(x))
+        return self.fc(torch.flatten(x, 1))

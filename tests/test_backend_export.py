@@ -1,0 +1,141 @@
+"""``boldc compile model.bir -o DIR``: the standalone folder builds with make (no
+Python), its main prints what CompiledModel.infer returns, and one model is built
+and run with -fsanitize=address,undefined."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import boldc
+
+from conftest import GOLDEN
+
+STRICT = "-std=c99 -O2 -Wall -Wextra -Werror"
+SANITIZE = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+MAKE = shutil.which("make")
+pytestmark = pytest.mark.skipif(MAKE is None, reason="the export is built with make, which is not installed")
+
+
+def _make(folder: Path, *args: str) -> None:
+    out = subprocess.run([MAKE, "-C", str(folder), *args], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _run(folder: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["./model", *args], cwd=folder, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _parse(stdout: str, n_outputs: int = 1) -> list[np.ndarray]:
+    rows: list[list] = [[] for _ in range(n_outputs)]
+    for line in stdout.splitlines():
+        k, _, values = line.partition(":")
+        rows[int(k)].append([float(v) for v in values.split()])
+    return [np.array(r, dtype=np.float64) for r in rows]
+
+
+def _export(cli, tmp_path: Path, bir: Path, *extra: str) -> Path:
+    out = tmp_path / "out"
+    code, stdout, stderr = cli("compile", bir, "-o", out, *extra)
+    assert code == 0, stderr
+    assert "wrote" in stdout
+    return out
+
+
+@pytest.mark.parametrize("arch", ["", "-march=native"])
+def test_exported_folder_builds_and_prints_what_infer_returns(cli, tmp_path, arch):
+    bir = GOLDEN / "boolean_cnn.bir"
+    out = _export(cli, tmp_path, bir, "--max-batch", "4")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin", "boldc_rt.h",
+         "bd_boolean.c", "bd_float.c", "bd_util.c"])
+    _make(out, f"CFLAGS={STRICT}", f"ARCH={arch}")
+    x = np.random.default_rng(0).standard_normal((7, 1, 8, 8)).astype("<f4")
+    x.tofile(out / "x.bin")
+    run = _run(out, "x.bin")
+    assert run.returncode == 0, run.stderr
+    got = _parse(run.stdout)[0]
+    want = boldc.compile(boldc.load(bir)).infer(x)
+    assert got.shape == want.shape
+    assert np.array_equal(got.astype(np.float32), want), "printed outputs differ from CompiledModel.infer"
+
+
+def test_export_of_a_boolean_output_model_and_batch_chunks(cli, tmp_path):
+    """A model ending in b1 values, several chunks of max_batch, b1 printed 0/1."""
+    m = boldc.Module()
+    rng = np.random.default_rng(1)
+    w = m.add_param("w", boldc.tensor("b1", 70, 100), rng.random((70, 100)) < 0.5)
+    fb = boldc.FunctionBuilder(m, "forward", [("x", boldc.tensor("b1", "N", 100))])
+    fb.ret(fb.op("threshold", [fb.op("blinear", [fb.args[0], w])], {"tau": 2}))
+    bir = tmp_path / "b.bir"
+    boldc.save(m, bir)
+    out = _export(cli, tmp_path, bir, "--max-batch", "3")
+    _make(out, f"CFLAGS={STRICT}")
+    x = rng.random((8, 100)) < 0.5
+    x.astype(np.uint8).tofile(out / "x.bin")
+    run = _run(out, "x.bin")
+    assert run.returncode == 0, run.stderr
+    assert np.array_equal(_parse(run.stdout)[0].astype(bool), boldc.interpret(m, x))
+
+
+def test_sanitized_build_runs_clean(cli, tmp_path):
+    """The digits CNN (converted from the shipped ONNX) with ASan and UBSan, SIMD kernels
+    on, batch 5 through max_batch 2 (chunks and a partial chunk)."""
+    m = boldc.convert(Path(__file__).resolve().parent.parent / "examples" / "digits_cnn.onnx")
+    bir = tmp_path / "cnn.bir"
+    boldc.save(m, bir)
+    out = _export(cli, tmp_path, bir, "--max-batch", "2")
+    flags = f"{STRICT.replace('-O2', '-O1')} -g {SANITIZE}"
+    _make(out, f"CFLAGS={flags}", "ARCH=-march=native", f"LDFLAGS={SANITIZE}")
+    x = np.random.default_rng(2).random((5, 1, 8, 8)).astype("<f4")
+    x.tofile(out / "x.bin")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="halt_on_error=1")
+    run = _run(out, "x.bin", env=env)
+    assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr[-3000:]
+    want = boldc.compile(m).infer(x)
+    assert np.array_equal(_parse(run.stdout)[0].astype(np.float32), want)
+
+
+def test_corrupt_or_foreign_weights_are_refused(cli, tmp_path):
+    out = _export(cli, tmp_path, GOLDEN / "boolean_cnn.bir")
+    _make(out)
+    np.zeros((1, 1, 8, 8), "<f4").tofile(out / "x.bin")
+    blob = (out / "model_weights.bin").read_bytes()
+    (out / "bad.bin").write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    run = _run(out, "-w", "bad.bin", "x.bin")
+    assert run.returncode == 2 and "checksum" in run.stderr
+    (out / "short.bin").write_bytes(blob[:100])
+    run = _run(out, "-w", "short.bin", "x.bin")
+    assert run.returncode == 2 and "size" in run.stderr
+    (tmp_path / "o").mkdir()
+    other = _export(cli, tmp_path / "o", GOLDEN / "boolean_mlp.bir")
+    run = _run(out, "-w", str(other / "model_weights.bin"), "x.bin")
+    assert run.returncode == 2 and "another model" in run.stderr
+    np.zeros(10, "<f4").tofile(out / "odd.bin")
+    run = _run(out, "odd.bin")
+    assert run.returncode == 2 and "whole number of samples" in run.stderr
+
+
+def test_cli_errors(cli, tmp_path):
+    bir = GOLDEN / "boolean_cnn.bir"
+    out = _export(cli, tmp_path, bir)
+    before = sorted(p.name for p in out.iterdir())
+    code, _, err = cli("compile", bir, "-o", out)
+    assert code == 2 and "not empty" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == before
+    code, _, err = cli("compile", bir, "-o", out, "--force", "--name", "net")
+    assert code == 0 and (out / "net.c").exists() and not (out / "model.c").exists()
+    code, _, err = cli("compile", bir, "-o", tmp_path / "t", "--train")
+    assert code == 2 and "not available" in err
+    code, _, err = cli("compile", tmp_path / "missing.bir", "-o", tmp_path / "m")
+    assert code == 2 and "no such" in err
+    code, _, err = cli("compile", bir, "-o", tmp_path / "no" / "parent")
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "t").exists() and not (tmp_path / "m").exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers, f"temp folders left behind: {leftovers}"

@@ -1,0 +1,236 @@
+"""Generated C against the interpreter on whole models, and the CompiledModel API.
+
+Models: the golden IR files, the digits MLP and CNN converted from their shipped
+ONNX files, VGG-Small and ResNet-18 exported untrained from PyTorch
+(examples/export_large.py) and converted. Every value of a run is compared (see
+backend_check.py), on the SIMD and the portable path.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import boldc
+from boldc.backend.emit import Options, generate
+from boldc.backend.plan import check as check_plan
+from boldc.errors import BoldcError, InterpretError
+
+from backend_check import FLIPS, check_all, compile_variant
+from conftest import GOLDEN
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _input(module, batch, seed=0):
+    arg = module.function().args[0]
+    shape = [batch] + list(arg.type.shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def large_models(tmp_path_factory):
+    """VGG-Small and ResNet-18 as converted Boolean modules (exported once per session)."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from export_large import build
+        from onnx_export import export_onnx
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    out = {}
+    for name in ("vgg_small", "resnet18"):
+        model, shape = build(name)
+        path = tmp_path_factory.mktemp(name) / f"{name}.onnx"
+        export_onnx(model, shape, path)
+        out[name] = boldc.convert(path)
+    return out
+
+
+def _check(module, variant, batch, max_batch=None):
+    cm = compile_variant(module, variant, max_batch=max_batch or batch)
+    before = len(FLIPS)
+    problems = check_all(module, cm, "forward", [_input(module, batch)])
+    assert not problems, "; ".join(problems)
+    return FLIPS[before:]
+
+
+@pytest.mark.parametrize("variant", ["simd", "portable", "portable-popcount"])
+@pytest.mark.parametrize("name", ["float_mlp", "boolean_mlp", "boolean_cnn"])
+def test_golden_models(name, variant):
+    _check(boldc.load(GOLDEN / f"{name}.bir"), variant, batch=5)
+
+
+@pytest.mark.parametrize("variant", ["simd", "portable"])
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
+def test_converted_digits_models(name, variant):
+    flips = _check(boldc.convert(EXAMPLES / f"{name}.onnx"), variant, batch=9)
+    assert not flips, f"float rounding flipped a threshold: {flips}"
+
+
+@pytest.mark.parametrize("variant", ["simd", "portable"])
+@pytest.mark.parametrize("name,batch", [("vgg_small", 2), ("resnet18", 1)])
+def test_converted_large_models(large_models, name, batch, variant):
+    flips = _check(large_models[name], variant, batch=batch)
+    assert not flips, f"float rounding flipped a threshold: {flips}"
+
+
+def test_digits_cnn_accuracy_path_is_bit_exact_on_real_digits():
+    """The shipped digits CNN on the real digits images: the outputs (float logits from
+    Boolean features) agree with the interpreter, and so do the predicted classes."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images[:200] / 16.0).astype(np.float32)[:, None]
+    m = boldc.convert(EXAMPLES / "digits_cnn.onnx")
+    got = boldc.compile(m, max_batch=64).infer(x)
+    want = boldc.interpret(m, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert np.array_equal(got.argmax(1), want.argmax(1))
+
+
+# --- the CompiledModel API ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return boldc.load(GOLDEN / "boolean_cnn.bir")
+
+
+def test_infer_splits_batches_larger_than_max_batch(cnn):
+    cm = boldc.compile(cnn, max_batch=4)
+    x = _input(cnn, 11, seed=3)
+    whole = cm.infer(x)
+    assert whole.shape == (11, 10)
+    assert np.array_equal(whole, np.concatenate([cm.infer(x[i:i + 3]) for i in range(0, 11, 3)]))
+    np.testing.assert_allclose(whole, boldc.interpret(cnn, x), rtol=1e-5, atol=1e-4)
+    with pytest.raises(BoldcError, match="max_batch"):
+        cm.run("forward", [x])
+
+
+def test_two_contexts_and_two_models_live_in_one_process(cnn):
+    a, b = boldc.compile(cnn), boldc.compile(cnn)
+    mlp = boldc.compile(boldc.load(GOLDEN / "boolean_mlp.bir"))
+    x = _input(cnn, 3)
+    before = a.infer(x)
+    w = b.get_param("conv2.w")
+    b.set_param("conv2.w", ~w)
+    assert np.array_equal(a.infer(x), before), "changing one context's params changed another's"
+    assert not np.array_equal(b.infer(x), before)
+    changed = cnn.copy()
+    changed.param("conv2.w").data = ~w
+    np.testing.assert_allclose(b.infer(x), boldc.interpret(changed, x), rtol=1e-5, atol=1e-4)
+    assert mlp.infer(np.ones((2, 64), np.float32)).shape == (2, 10)
+
+
+def test_params_round_trip(cnn):
+    cm = boldc.compile(cnn)
+    for name, p in cnn.params.items():
+        got = cm.get_param(name)
+        assert got.dtype == p.data.dtype and np.array_equal(got, p.data), name
+    with pytest.raises(BoldcError, match="no param"):
+        cm.get_param("nope")
+    with pytest.raises(BoldcError, match="bool array"):
+        cm.set_param("conv2.w", np.zeros((16, 8, 3, 3), np.float32))
+    with pytest.raises(BoldcError, match="shape"):
+        cm.set_param("conv2.w", np.zeros((16, 8, 3), bool))
+
+
+def test_reused_arena_gives_the_trace_build_results(cnn):
+    x = _input(cnn, 6, seed=5)
+    planned, traced = boldc.compile(cnn), boldc.compile(cnn, trace=True)
+    assert planned.arena_bytes < traced.arena_bytes
+    assert np.array_equal(planned.infer(x), traced.infer(x))
+
+
+@pytest.mark.parametrize("name", ["boolean_cnn", "boolean_mlp", "float_mlp"])
+def test_arena_plan_never_overlaps_live_buffers(name):
+    program = generate(boldc.load(GOLDEN / f"{name}.bir"), Options(max_batch=7))
+    for code in program.functions.values():
+        check_plan(code.buffers)
+        assert code.arena_bytes <= program.arena_bytes
+
+
+def test_threads_build_matches_single_thread(cnn):
+    x = _input(cnn, 8, seed=9)
+    one = boldc.compile(cnn)
+    two = boldc.compile(cnn, threads=2)
+    assert "openmp=yes" in two.build_info
+    two.set_threads(2)
+    assert np.array_equal(one.infer(x), two.infer(x))
+    with pytest.raises(BoldcError, match="threads"):
+        two.set_threads(3)
+
+
+def test_user_errors(cnn, monkeypatch, tmp_path):
+    with pytest.raises(BoldcError, match="training is not available"):
+        boldc.compile(cnn, train=True)
+    cm = boldc.compile(cnn)
+    with pytest.raises(InterpretError, match="must be f32"):
+        cm.infer(np.zeros((2, 1, 8, 9), np.float32))
+    with pytest.raises(InterpretError, match="takes 1 inputs"):
+        cm.infer([np.zeros((2, 1, 8, 8)), np.zeros(3)])
+    with pytest.raises(BoldcError, match="unknown isa"):
+        boldc.compile(cnn, isa="sparc")
+    with pytest.raises(BoldcError, match="C identifier"):
+        boldc.compile(cnn, name="my model")
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    with pytest.raises(BoldcError, match="no C compiler found"):
+        boldc.compile(cnn, cache_dir=tmp_path)
+
+
+def test_ops_without_c_say_which_pass_to_run(cnn, monkeypatch):
+    from boldc.ops.registry import MustLower, lookup
+
+    monkeypatch.setattr(type(lookup("bconv2d")), "emit_c", MustLower("run the 'example' pass first"))
+    with pytest.raises(BoldcError, match=r"op 'bconv2d' \(%s2\) must be rewritten .* run the 'example' pass"):
+        boldc.compile(cnn)
+
+
+def test_inference_compiles_forward_only_unless_asked(cnn, monkeypatch):
+    """A module with another function whose ops have no C (a training step, say) still
+    compiles for inference; asking for that function names the op that cannot be emitted."""
+    from boldc.ops.registry import Pending, lookup
+
+    m = cnn.copy()
+    fb = boldc.FunctionBuilder(m, "other", [("x", boldc.tensor("f32", "N", 4))])
+    fb.ret(fb.op("relu", [fb.args[0]], name="r"))
+    cm = boldc.compile(m)
+    assert list(cm.program.functions) == ["forward"]
+    both = boldc.compile(m, functions=["forward", "other"])
+    assert np.array_equal(both.infer(np.array([[-1, 2, -3, 4]], np.float32), func="other"), [[0, 2, 0, 4]])
+    monkeypatch.setattr(type(lookup("relu")), "emit_c", Pending("a test says so"))
+    boldc.compile(m)
+    with pytest.raises(BoldcError, match=r"op 'relu' \(%r\) has no C implementation: a test says so"):
+        boldc.compile(m, functions=["other"])
+    with pytest.raises(BoldcError, match="no function @nope"):
+        boldc.compile(m, functions=["nope"])
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.parametrize("isa,popcount,expect", [
+    ("native", "builtin", "simd=avx512-vpopcntdq popcount=builtin"),
+    ("avx512", "builtin", "simd=avx512-vpopcntdq popcount=builtin"),
+    ("avx2", "builtin", "simd=portable popcount=builtin"),
+    ("portable", "builtin", "simd=portable popcount=builtin"),
+    ("portable", "portable", "simd=portable popcount=portable"),
+])
+def test_build_variants_select_the_path_they_say(cnn, isa, popcount, expect):
+    """The bit-exactness tests' "simd" variant must really run the AVX-512 kernels here."""
+    needs = {"native": {"avx512_vpopcntdq"}, "avx512": {"avx512_vpopcntdq", "avx512bw", "avx512vl"},
+             "avx2": {"avx2", "popcnt"}}.get(isa, set())
+    if not needs <= _cpu_flags():
+        pytest.skip(f"this CPU lacks {sorted(needs - _cpu_flags())}: the {isa} build cannot run here")
+    cm = boldc.compile(cnn, isa=isa, popcount=popcount)
+    assert cm.build_info.startswith(expect)
+    x = _input(cnn, 5, seed=11)
+    np.testing.assert_allclose(cm.infer(x), boldc.interpret(cnn, x), rtol=1e-5, atol=1e-4)
