@@ -46,7 +46,7 @@ def run(module: Module, fn: Function, inputs: Inputs,
     bindings: dict[str, int] = {}
     env: dict[int, np.ndarray] = {}
     for value, arr in zip(fn.args, args):
-        env[id(value)] = _check_input(fn, value, arr, bindings)
+        env[id(value)] = check_input(fn, value, arr, bindings)
     for p in module.params.values():
         if p.data is None:
             raise InterpretError(f"param @{p.name} has no tensor (the module was loaded without weights)")
@@ -54,7 +54,7 @@ def run(module: Module, fn: Function, inputs: Inputs,
     for op in fn.ops:
         opdef = lookup(op.name)
         operands = [o.data if isinstance(o, Param) else env[id(o)] for o in op.operands]
-        results = opdef.evaluate(operands, _resolve_attrs(opdef, op.attrs, bindings))
+        results = opdef.evaluate(operands, resolve_attrs(opdef, op.attrs, bindings))
         if opdef.updates:
             _stage_updates(op, opdef, results, staged)
         else:
@@ -97,7 +97,9 @@ def _bind_inputs(fn: Function, inputs: Inputs) -> list[np.ndarray]:
     return [np.asarray(x) for x in inputs]
 
 
-def _check_input(fn: Function, value: Value, arr: np.ndarray, bindings: dict[str, int]) -> np.ndarray:
+def check_input(fn: Function, value: Value, arr: np.ndarray, bindings: dict[str, int]) -> np.ndarray:
+    """Check an input array against its argument's type, binding symbolic dimensions in
+    ``bindings``; returns it converted to the argument's dtype (shared with the C backend)."""
     t = value.type
     what = f"input %{value.name} of @{fn.name}"
     if arr.ndim != t.rank:
@@ -130,8 +132,8 @@ def _convert(arr: np.ndarray, t: TensorType, what: str) -> np.ndarray:
     return arr.astype(d.numpy, copy=False)
 
 
-def _resolve_attrs(opdef, attrs: dict, bindings: dict[str, int]) -> dict:
-    """Substitute bound sizes for symbols in shape-valued attributes."""
+def resolve_attrs(opdef, attrs: dict, bindings: dict[str, int]) -> dict:
+    """The op's attributes with bound sizes substituted for symbols in shape-valued ones."""
     out = attrs
     for spec in opdef.attrs:
         if spec.kind == "shape" and any(isinstance(d, str) for d in attrs[spec.name]):

@@ -19,7 +19,7 @@ import numpy as np
 
 import boldc
 from boldc import Module
-from boldc.interp import _resolve_attrs, run
+from boldc.interp import resolve_attrs, run
 from boldc.ir.core import Param
 from boldc.ops.registry import lookup
 
@@ -70,7 +70,7 @@ def replay_problems(module: Module, fn_name: str, trace: dict[str, np.ndarray], 
     problems = []
     for i, op in enumerate(fn.ops):
         opdef = lookup(op.name)
-        want = opdef.evaluate(_operands(module, op, trace), _resolve_attrs(opdef, op.attrs, bindings))
+        want = opdef.evaluate(_operands(module, op, trace), resolve_attrs(opdef, op.attrs, bindings))
         for r, w in zip(op.results, want):
             if not same(trace[r.name], w, r.type.dtype.is_float):
                 problems.append(f"op {i} {op.describe()}: C result differs from the interpreter on the C inputs"

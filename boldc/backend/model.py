@@ -15,7 +15,7 @@ import numpy as np
 from boldc.backend.emit import FunctionCode, Program
 from boldc.backend.layout import Layout
 from boldc.errors import BoldcError, InterpretError
-from boldc.interp import _check_input as check_input  # the interpreter's input rules, shared
+from boldc.interp import check_input  # the interpreter's input rules, shared
 from boldc.ir.core import Module
 
 ERRORS = {1: "batch size out of range", 2: "kernel scratch larger than planned (a bug in boldc)",
