@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"boldc{sub}: error: {msg} (see 'boldc{sub} --help')", err=True)
         return 2
     except BoldcError as exc:
-        click.echo(f"boldc: error: {exc}", err=True)
+        msg = str(exc)
+        # Parser and verifier messages already read "file:line:col: error: ...".
+        click.echo(f"boldc: {msg}" if ": error: " in msg else f"boldc: error: {msg}", err=True)
         return 2
     return 0
 

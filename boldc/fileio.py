@@ -26,7 +26,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     if not parent.is_dir():
         raise ArtefactError(f"{path}: directory {parent} does not exist")
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise ArtefactError(f"{path}: cannot write: {exc.strerror or exc}") from None
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would have.
         os.fchmod(fd, _default_file_mode())
@@ -35,11 +38,13 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # disk full, permissions, a busy target: a user-facing error
+            raise ArtefactError(f"{path}: cannot write: {exc.strerror or exc}") from None
         raise
 
 

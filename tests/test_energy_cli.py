@@ -164,3 +164,23 @@ def test_plot_to_an_unwritable_place_leaves_nothing(cli, tmp_path):
     code, out, err = cli("energy", GOLDEN / "boolean_mlp.bir", "--plot", tmp_path / "no" / "dir" / "p.png")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "no").exists()
+
+
+def test_fixed_batch_module_is_costed_on_its_batch(cli, tmp_path):
+    out = tmp_path / "s4.bir"
+    assert cli("convert", EXAMPLES / "digits_cnn.onnx", "--input-shape", "x=4x1x8x8", "-o", out)[0] == 0
+    code, text, err = cli("energy", out, "--format", "json")
+    assert code == 0, err
+    assert Report.from_json(text).meta["batch"] == 4
+    code, text, err = cli("energy", out, "--batch", "32")
+    assert code == 2 and text == "" and len(err.strip().splitlines()) == 1
+    assert "fixed batch of 4" in err and "drop --batch 32" in err
+
+
+def test_energy_of_onnx_takes_input_shapes(cli):
+    model = EXAMPLES / "digits_cnn.onnx"
+    code, text, err = cli("energy", model, "--input-shape", "x=Nx1x8x8", "--format", "json")
+    assert code == 0, err
+    assert Report.from_json(text).meta["batch"] == 32
+    code, _, err = cli("energy", GOLDEN / "boolean_mlp.bir", "--input-shape", "x=Nx64")
+    assert code == 2 and "--input-shape applies to .onnx files only" in err

@@ -49,13 +49,15 @@ def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
 
     # the data is written to the temp file, then syncing it fails: the old file stays
     monkeypatch.setattr("boldc.fileio.os.fsync", fail)
-    with pytest.raises(DiskFull):
+    with pytest.raises(ArtefactError, match=r"m.bir: cannot write: disk full"):
         boldc.save(boldc.load(GOLDEN / "boolean_mlp.bir"), path)
     assert path.read_text() == "old contents"
     assert sorted(os.listdir(tmp_path)) == ["m.bir"]
 
 
 def test_atomic_write_errors(tmp_path):
+    with pytest.raises(ArtefactError, match=r"/proc/m.bir: cannot write: "):
+        atomic_write("/proc/m.bir", "x")  # a directory nobody may create files in
     with pytest.raises(ArtefactError, match="is a directory"):
         atomic_write(tmp_path, "x")
     with pytest.raises(ArtefactError, match="does not exist"):

@@ -179,3 +179,19 @@ def test_cli_errors_exit_2_with_one_line_and_no_output(cli, tmp_path):
     _one_line(*cli("convert", path, "-o", out), "unsupported ONNX op: Erf x1 \\(node 'e'\\)")
     assert not out.exists() and list(tmp_path.iterdir()) == sorted([bad, path], key=lambda p: p.name) or \
         set(tmp_path.iterdir()) == {bad, path}
+
+
+def test_missing_external_data_file(tmp_path):
+    import onnx
+
+    m = model([N("MatMul", ["x", "W"], ["y"])], {"x": ["N", 4]}, ["y"], {"W": rand(4, 3)}, 13)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "moved").mkdir()
+    onnx.save(m, tmp_path / "full" / "m.onnx", save_as_external_data=True, location="w.dat", size_threshold=0)
+    (tmp_path / "moved" / "m.onnx").write_bytes((tmp_path / "full" / "m.onnx").read_bytes())
+    import_error(tmp_path / "moved" / "m.onnx", r"moved/m.onnx: cannot read the model's external data")
+
+
+def test_zero_sized_input_shape_is_refused():
+    m = model([N("Relu", ["x"], ["y"])], {"x": ["N", 3]}, ["y"], opset=13)
+    import_error(m, r"bad shape '0x3': dimensions must be at least 1", input_shapes={"x": "0x3"})

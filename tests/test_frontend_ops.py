@@ -302,3 +302,22 @@ def test_unused_nodes_are_ignored():
     m = model([N("Relu", ["x"], ["y"]), N("Erf", ["x"], ["dead"])], {"x": ["N", 3]}, ["y"], opset=13)
     mod = check_against_ort(m, {"x": rand(2, 3)})
     assert op_names(mod) == ["relu"]
+
+
+def test_initializers_listed_as_graph_inputs_are_constants():
+    # IR < 4 exports and keep_initializers_as_inputs=True list every weight as a graph input too
+    from onnx import TensorProto
+
+    nodes = [N("MatMul", ["x", "W"], ["a"]), N("Reshape", ["a", "S"], ["y"])]
+    m = model(nodes, {"x": ["N", 4]}, ["y"], {"W": rand(4, 6), "S": np.array([-1, 2, 3], np.int64)}, 13)
+    m.graph.input.extend([helper.make_tensor_value_info("W", TensorProto.FLOAT, [4, 6]),
+                          helper.make_tensor_value_info("S", TensorProto.INT64, [3])])
+    mod = check_against_ort(m, {"x": rand(5, 4)})
+    assert [a.name for a in mod.function().args] == ["x"]
+
+
+@pytest.mark.parametrize("axis,shape", [(-1, [2, 3, 4]), (-3, ["N", 3, 4, 5]), (-2, ["N", 3, 4])])
+def test_flatten_negative_axis(axis, shape):
+    feed_shape = [2 if isinstance(d, str) else d for d in shape]
+    check_against_ort(model([N("Flatten", ["x"], ["y"], axis=axis)], {"x": shape}, ["y"], opset=13),
+                      {"x": rand(*feed_shape)})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import boldc
@@ -92,8 +92,7 @@ def _fits(c) -> bool:
 @settings(max_examples=60, deadline=None)
 @given(conv_cases, st.sampled_from(["xnor", "xor"]), st.sampled_from(["false", "neutral"]))
 def test_bconv2d_equals_float_conv_on_pm1(c, logic, pad_mode):
-    if not _fits(c):
-        return
+    assume(_fits(c))
     x, w, attrs = _conv_arrays(c, x_bool=True)
     # pad_mode "false": padded positions are F bits, i.e. -1 in the +-1 picture; "neutral": 0.
     want = _torch_conv(pm(x), pm(w), c["stride"], c["pad"], c["dilation"], c["groups"],
@@ -116,8 +115,7 @@ def test_bconv2d_without_padding_equals_plain_float_conv():
 @settings(max_examples=40, deadline=None)
 @given(conv_cases, st.sampled_from(["xnor", "xor"]))
 def test_mconv2d_is_conv_with_pm1_weights(c, logic):
-    if not _fits(c):
-        return
+    assume(_fits(c))
     x, w, attrs = _conv_arrays(c, x_bool=False)
     want = _torch_conv(x, pm(w), c["stride"], c["pad"], c["dilation"], c["groups"]) * (1 if logic == "xnor" else -1)
     got = run_single("mconv2d", [x], [w], dict(attrs, logic=logic))
@@ -127,8 +125,7 @@ def test_mconv2d_is_conv_with_pm1_weights(c, logic):
 @settings(max_examples=40, deadline=None)
 @given(conv_cases)
 def test_float_conv2d_matches_torch(c):
-    if not _fits(c):
-        return
+    assume(_fits(c))
     x, wb, attrs = _conv_arrays(c, x_bool=False)
     w = np.random.default_rng(c["seed"] + 1).standard_normal(wb.shape).astype(np.float32)
     b = np.random.default_rng(c["seed"] + 2).standard_normal(w.shape[0]).astype(np.float32)
@@ -173,8 +170,7 @@ def test_threshold_per_channel_tau_and_direction():
 @given(st.integers(1, 3), st.integers(2, 9), st.integers(1, 3), st.integers(1, 3), st.integers(0, 1),
        st.booleans(), st.integers(0, 2**32 - 1))
 def test_bmaxpool_is_or_and_max_of_pm1(c, hw, k, s, p, ceil, seed):
-    if hw + 2 * p < k or p > k // 2:
-        return
+    assume(hw + 2 * p >= k and p <= k // 2)
     x = np.random.default_rng(seed).random((2, c, hw, hw)) < 0.4
     attrs = {"kernel": [k, k], "stride": [s, s], "pad": [p] * 4, "ceil_mode": ceil}
     got = run_single("bmaxpool2d", [x], [], attrs)
@@ -186,8 +182,7 @@ def test_bmaxpool_is_or_and_max_of_pm1(c, hw, k, s, p, ceil, seed):
 @given(st.integers(2, 9), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2), st.booleans(), st.booleans(),
        st.integers(0, 2**32 - 1))
 def test_float_pools_match_torch(hw, k, s, p, ceil, include_pad, seed):
-    if hw + 2 * p < k or p > k // 2:
-        return
+    assume(hw + 2 * p >= k and p <= k // 2)
     x = np.random.default_rng(seed).standard_normal((2, 3, hw, hw)).astype(np.float32)
     base = {"kernel": [k, k], "stride": [s, s], "pad": [p] * 4, "ceil_mode": ceil}
     got = run_single("maxpool2d", [x], [], base)

@@ -54,10 +54,27 @@ def baseline_view(hw: Hardware, batch: int) -> View:
     return View(hw, batch, SignalFormat(hw.bits["f32"], REAL), baseline=True)
 
 
-def costed(module: Module, batch: int = DEFAULT_BATCH, phase: str = "inference", hw=None,
+def effective_batch(module: Module, batch: int | None) -> int:
+    """The batch a step is costed on: ``batch`` (default 32) binds the symbolic batch N;
+    a module whose inputs have a fixed batch is costed on that batch, and asking for
+    another one is an error rather than a report that silently ignores it."""
+    args = module.function("forward").args
+    if not args or any(a.type.symbols for a in args) or not args[0].type.shape:
+        return DEFAULT_BATCH if batch is None else batch
+    fixed = args[0].type.shape[0]
+    if batch is not None and batch != fixed:
+        raise EnergyError(f"the model's inputs have a fixed batch of {fixed} (%{args[0].name}: {args[0].type}); "
+                          f"drop --batch {batch}, or convert the model with a symbolic batch "
+                          f"(--input-shape {args[0].name}=N...)")
+    return fixed
+
+
+def costed(module: Module, batch: int | None = None, phase: str = "inference", hw=None,
            signal_bits: int = DEFAULT_SIGNAL_BITS, loss: str = DEFAULT_LOSS, baseline: Module | None = None):
     """The cost items of the model and of its float baseline, and the hardware used
-    (what ``energy`` reports and ``annotate-energy`` records)."""
+    (what ``energy`` reports and ``annotate-energy`` records). ``batch`` as in
+    ``effective_batch``."""
+    batch = effective_batch(module, batch)
     _check(phase, batch, signal_bits)
     hw = load_hardware(hw)
     items = cost_items(module, phase, model_view(module, hw, batch, signal_bits), loss)
@@ -68,11 +85,12 @@ def costed(module: Module, batch: int = DEFAULT_BATCH, phase: str = "inference",
     return items, base_items, hw
 
 
-def energy(module: Module, batch: int = DEFAULT_BATCH, phase: str = "inference", hw=None,
+def energy(module: Module, batch: int | None = None, phase: str = "inference", hw=None,
            signal_bits: int = DEFAULT_SIGNAL_BITS, loss: str = DEFAULT_LOSS, baseline: Module | None = None,
            source: str | None = None) -> Report:
     """The energy report (SPEC §6) of ``module`` for one step of ``phase`` on ``batch``
-    samples, and of its float baseline (same phase and batch).
+    samples (default 32; a module with a fixed batch is costed on it), and of its float
+    baseline (same phase and batch).
 
     - ``hw``: a shipped hardware name (default "ascend"), a JSON path, or a Hardware;
     - ``signal_bits``: width of the backward signals of a Boolean model (training);
@@ -84,6 +102,7 @@ def energy(module: Module, batch: int = DEFAULT_BATCH, phase: str = "inference",
 
     Returns a ``Report`` with ``.total_pj``, ``.baseline_pj``, ``.ratio``, ``.rows`` and
     ``.to_json()``."""
+    batch = effective_batch(module, batch)
     items, base_items, hw = costed(module, batch, phase, hw, signal_bits, loss, baseline)
     rows = [to_row(i) for i in items]
     base_rows = [to_row(i) for i in base_items]

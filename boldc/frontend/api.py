@@ -19,7 +19,10 @@ def parse_shape(text: str) -> list:
     dims = [d.strip() for d in text.strip().lower().replace("n", "N").split("x")]
     if not dims or not all(_DIM.match(d) for d in dims):
         raise BoldcError(f"bad shape '{text}': write the dimensions joined by 'x', e.g. 1x3x32x32 or Nx3x32x32")
-    return [d if d == "N" else int(d) for d in dims]
+    out = [d if d == "N" else int(d) for d in dims]
+    if 0 in out:
+        raise BoldcError(f"bad shape '{text}': dimensions must be at least 1")
+    return out
 
 
 def parse_input_shape(text: str) -> tuple[str, list]:

@@ -118,8 +118,7 @@ class Importer:
         for name, arr in graph.initializers.items():
             self.env[name] = Const(arr, name)
         for gi, arg in zip(graph.inputs, self.fb.args):
-            if gi.name not in graph.initializers:  # an initializer listed as input is a constant
-                self.env[gi.name] = arg
+            self.env[gi.name] = arg
 
     # -- driver ---------------------------------------------------------------------
     def run(self, nodes: list[Node]) -> Module:

@@ -58,6 +58,9 @@ def load(source) -> tuple[onnx.ModelProto, str]:
     except (DecodeError, RuntimeWarning, UnicodeDecodeError, ValueError):
         raise OnnxImportError(f"{path}: not a readable ONNX model (the file is truncated or not an "
                               "ONNX protobuf)") from None
+    except onnx.checker.ValidationError as exc:  # e.g. an external data file that is missing
+        reason = " ".join(str(exc).split())[:200]
+        raise OnnxImportError(f"{path}: cannot read the model's external data ({reason})") from None
     except OSError as exc:  # external data files that are missing or unreadable
         raise OnnxImportError(f"{path}: cannot read the model or its external data: {exc.strerror or exc}") from None
     if not model.HasField("graph") or model.ir_version <= 0:
@@ -100,7 +103,9 @@ def read_graph(model: onnx.ModelProto, filename: str) -> Graph:
         inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     except Exception as exc:  # noqa: BLE001  (corrupt tensor data: any decoding error)
         raise OnnxImportError(f"{filename}: an initializer cannot be decoded: {exc}") from None
-    inputs = [_graph_input(vi) for vi in g.input]
+    # Graph inputs that also have an initializer (IR < 4 exports, keep_initializers_as_inputs)
+    # are constants with an overridable default: boldc compiles them as constants.
+    inputs = [_graph_input(vi) for vi in g.input if vi.name not in inits]
     graph = Graph(filename, opset, inputs, [o.name for o in g.output], inits)
     for k, n in enumerate(g.node):
         outs = list(n.output)

@@ -93,8 +93,8 @@ def wider(a: DType, b: DType) -> DType:
 
 
 def promote_int_sum(a: DType, b: DType) -> DType:
-    """Result dtype of an exact integer sum: one step wider than the wider operand
-    (i32 stays i32), so that adding two pre-activations cannot overflow."""
+    """Result dtype of an integer sum: one step wider than the wider operand (i32 stays
+    i32 and wraps), so that sums of pre-activations (|s| <= m+1) stay exact."""
     w = wider(a, b)
     return {DType.i8: DType.i16, DType.i16: DType.i32, DType.i32: DType.i32}[w]
 

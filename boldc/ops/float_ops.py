@@ -408,7 +408,7 @@ class Flatten(OpDef):
 
     def evaluate(self, args, attrs):
         x = args[0]
-        axis = attrs["axis"] % (x.ndim + 1) if attrs["axis"] < 0 else attrs["axis"]
+        axis = attrs["axis"] + x.ndim if attrs["axis"] < 0 else attrs["axis"]
         return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
 
 

@@ -21,7 +21,7 @@ earlier run are replaced. All of it is printed and parsed back (docs/ir.md).
 
 from __future__ import annotations
 
-from boldc.energymodel.api import DEFAULT_BATCH, DEFAULT_LOSS, DEFAULT_SIGNAL_BITS, costed, to_row
+from boldc.energymodel.api import DEFAULT_BATCH, DEFAULT_LOSS, DEFAULT_SIGNAL_BITS, costed, effective_batch, to_row
 from boldc.energymodel.hardware import LEVELS
 from boldc.energymodel.report import pair_rows
 from boldc.ir.core import Module
@@ -35,7 +35,8 @@ class AnnotateEnergy(Pass):
     name = "annotate-energy"
     options = {
         "phase": Option(str, "inference", "inference | training"),
-        "batch": Option(int, DEFAULT_BATCH, "batch size bound to the symbolic dimension N"),
+        "batch": Option(int, 0, f"batch size bound to the symbolic dimension N (0: {DEFAULT_BATCH}, or the "
+                                "model's fixed batch)"),
         "hw": Option(str, "ascend", "hardware description: a shipped name or a JSON file"),
         "signal-bits": Option(int, DEFAULT_SIGNAL_BITS, "width of a Boolean model's backward signals"),
         "loss": Option(str, DEFAULT_LOSS, "loss op of a derived training step"),
@@ -43,7 +44,8 @@ class AnnotateEnergy(Pass):
 
     def run(self, module: Module) -> bool:
         o = self.opts
-        items, base_items, hw = costed(module, o["batch"], o["phase"], o["hw"], o["signal-bits"], o["loss"])
+        batch = effective_batch(module, o["batch"] or None)
+        items, base_items, hw = costed(module, batch, o["phase"], o["hw"], o["signal-bits"], o["loss"])
         rows = [to_row(i) for i in items]
         base_rows = [to_row(i) for i in base_items]
         pair_rows(rows, base_rows)
@@ -63,7 +65,7 @@ class AnnotateEnergy(Pass):
         total = sum(r.total_pj for r in rows)
         base = sum(r.total_pj for r in base_rows)
         module.attrs.update({
-            "energy.phase": o["phase"], "energy.batch": o["batch"], "energy.hardware": hw.name,
+            "energy.phase": o["phase"], "energy.batch": batch, "energy.hardware": hw.name,
             "energy.total_pj": total, "energy.baseline_pj": base, "energy.ratio": total / base if base else 0.0,
         })
         if other:
