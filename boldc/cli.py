@@ -55,7 +55,8 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cli.main(args=argv, prog_name="boldc", standalone_mode=False)
+        # a command that raises click's Exit (train's 130 after Ctrl-C) makes click return its code
+        code = cli.main(args=argv, prog_name="boldc", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.exceptions.Abort:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         # Parser and verifier messages already read "file:line:col: error: ...".
         click.echo(f"boldc: {msg}" if ": error: " in msg else f"boldc: error: {msg}", err=True)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:

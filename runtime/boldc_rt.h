@@ -85,6 +85,12 @@ static inline double bd_rint_sat(double v, double lo, double hi)
     v = rint(v);
     return v < lo ? lo : (v > hi ? hi : v);
 }
+/* d/du tanh(u) = 1 - tanh(u)^2, in double (the threshold's backward, SPEC §3). */
+static inline double bd_dtanh(double u)
+{
+    const double t = tanh(u);
+    return 1.0 - t * t;
+}
 #define BD_ALIGN 64
 #define BD_SCRATCH_ROUND(b) (((b) + (size_t)(BD_ALIGN - 1)) & ~(size_t)(BD_ALIGN - 1))
 
@@ -163,7 +169,81 @@ size_t bd_flinear_scratch(const bd_flinear *g);
 void bd_flinear_run(const bd_flinear *g, const bd_exec *ex, long rows, const void *x, const void *w,
                     const float *bias, float *y, unsigned char *scratch);
 
+/* ---- gradients (bd_grad.c): float GEMMs over packed panels ------------------------------- */
+/* linear_grad_x: dx[rows][K] = scale * dy[rows][M] . e(w)[M][K];
+ * linear_grad_w: dw[M][K] = scale * dy^T[M][rows] . e(x)[rows][K]. other_type is the dtype
+ * of w (grad_x: BD_F32 or BD_B1) or of x (grad_w: any; b1 read as +-1). */
+typedef struct {
+    int M, K;
+    int other_type;
+    double scale;
+    long max_rows;      /* rows at the planned batch (scratch is sized for it) */
+    int max_threads;
+} bd_lgrad;
+
+size_t bd_linear_grad_x_scratch(const bd_lgrad *g);
+void bd_linear_grad_x(const bd_lgrad *g, const bd_exec *ex, long rows, const float *dy, const void *w, float *dx,
+                      unsigned char *scratch);
+size_t bd_linear_grad_w_scratch(const bd_lgrad *g);
+void bd_linear_grad_w(const bd_lgrad *g, const bd_exec *ex, long rows, const float *dy, const void *x, float *dw,
+                      unsigned char *scratch);
+
+/* Convolution gradients; maps channels-last, filters [M][kh][kw][C/g] (docs/training.md).
+ * conv2d_grad_x: dx (input size H, W) from dy [n][OH][OW][M] and w (other_type F32 or B1);
+ * conv2d_grad_w: dw [M][kh][kw][C/g] from dy and x (other_type any), x padded with pad_value. */
+typedef struct {
+    int C, H, W, M, OH, OW;
+    int kh, kw, sh, sw, dh, dw, pt, pl, groups;
+    int other_type;
+    double scale;
+    float pad_value;
+    int max_batch;
+    int max_threads;
+} bd_cgrad;
+
+size_t bd_conv2d_grad_x_scratch(const bd_cgrad *g);
+void bd_conv2d_grad_x(const bd_cgrad *g, const bd_exec *ex, const float *dy, const void *w, float *dx,
+                      unsigned char *scratch);
+size_t bd_conv2d_grad_w_scratch(const bd_cgrad *g);
+void bd_conv2d_grad_w(const bd_cgrad *g, const bd_exec *ex, const float *dy, const void *x, float *dw,
+                      unsigned char *scratch);
+
+/* ---- optimizer (bd_train.c), SPEC §4 and docs/training.md ------------------------------ */
+/* The Boolean optimizer on a b1 param stored as `runs` runs of D bits (each BD_WORDS(D)
+ * words) and its accumulator m / weight signal q (runs x D floats, same order):
+ * M = fl(fl(beta*M) + fl(eta*q)); flip = W ? M >= 1 : M <= -1; W ^= flip; M = 0 where
+ * flipped; beta = (float)((double)kept / numel). */
+void bd_flip_update(const bd_exec *ex, long runs, int D, uint64_t *w, float *m, float *beta, const float *q,
+                    const float *eta);
+/* Adam (PyTorch's), in double, rounded to f32; t = *step + 1. */
+void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v, const float *g, const float *lr,
+                    const int32_t *step, double beta1, double beta2, double eps, double weight_decay);
+
+/* ---- checkpoints (bd_ckpt.c): the format of docs/training.md ---------------------------- */
+typedef struct {
+    const char *name;        /* UTF-8 */
+    int dtype;               /* BD_F32 .. BD_B1 */
+    int rank;                /* 0..8 */
+    const uint32_t *dims;    /* logical dims (NCHW order for maps, [M][C][kh][kw] for filters) */
+    size_t offset;           /* byte offset in the params image (storage layout) */
+} bd_param_info;
+
+enum {
+    BD_CK_OK = 0, BD_CK_OPEN, BD_CK_IO, BD_CK_SHORT, BD_CK_MAGIC, BD_CK_VERSION, BD_CK_CRC, BD_CK_TABLE,
+    BD_CK_MODEL, BD_CK_META, BD_CK_RENAME, BD_CK_ARG
+};
+/* Writes <path>.tmp then renames it over path. meta: free bytes (JSON by convention). */
+int bd_checkpoint_save(const char *path, const bd_param_info *params, int count, const unsigned char *image,
+                       const void *meta, size_t meta_len);
+/* Verifies everything before it changes the image; meta (may be NULL) gets the meta bytes
+ * (BD_CK_META, image untouched, if more than meta_cap), *meta_len (may be NULL) their count. */
+int bd_checkpoint_load(const char *path, const bd_param_info *params, int count, unsigned char *image, void *meta,
+                       size_t meta_cap, size_t *meta_len);
+const char *bd_checkpoint_error(int code);
+
 /* ---- weights blob -------------------------------------------------------------------- */
+/* CRC-32 as zlib computes it; _update continues a running value (start with 0). */
+uint32_t bd_crc32_update(uint32_t crc, const void *data, size_t len);
 uint32_t bd_crc32(const void *data, size_t len);
 /* A weights blob is a 32-byte header then the params image:
  * "BOLDCW01" | u64 image bytes | u32 crc32 of the image | u32 0 | u64 model hash, little-endian.

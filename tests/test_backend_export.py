@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 
 import boldc
+from boldc.backend.training import TrainOptions, training_module
 
+from backend_check import float_close
 from conftest import GOLDEN
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 STRICT = "-std=c99 -O2 -Wall -Wextra -Werror"
 SANITIZE = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
@@ -53,7 +57,7 @@ def test_exported_folder_builds_and_prints_what_infer_returns(cli, tmp_path, arc
     out = _export(cli, tmp_path, bir, "--max-batch", "4")
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin", "boldc_rt.h",
-         "bd_boolean.c", "bd_float.c", "bd_util.c"])
+         "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c"])
     _make(out, f"CFLAGS={STRICT}", f"ARCH={arch}")
     x = np.random.default_rng(0).standard_normal((7, 1, 8, 8)).astype("<f4")
     x.tofile(out / "x.bin")
@@ -130,8 +134,8 @@ def test_cli_errors(cli, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == before
     code, _, err = cli("compile", bir, "-o", out, "--force", "--name", "net")
     assert code == 0 and (out / "net.c").exists() and not (out / "model.c").exists()
-    code, _, err = cli("compile", bir, "-o", tmp_path / "t", "--train")
-    assert code == 2 and "not available" in err
+    code, _, err = cli("compile", bir, "-o", tmp_path / "t", "--eta", "2")
+    assert code == 2 and "--eta need --train" in err
     code, _, err = cli("compile", tmp_path / "missing.bir", "-o", tmp_path / "m")
     assert code == 2 and "no such" in err
     code, _, err = cli("compile", bir, "-o", tmp_path / "no" / "parent")
@@ -139,3 +143,45 @@ def test_cli_errors(cli, tmp_path):
     assert not (tmp_path / "t").exists() and not (tmp_path / "m").exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not leftovers, f"temp folders left behind: {leftovers}"
+
+
+def test_exported_training_program_matches_compiled_model(cli, tmp_path):
+    """`compile --train`: the folder builds the training example; two epochs of it write a
+    checkpoint equal (b1 bit for bit, floats within tolerance) to the state of a
+    CompiledModel trained on the same batches, which boldc.load_checkpoint reads; -r
+    resumes from it."""
+    bir = tmp_path / "digits.bir"
+    boldc.save(boldc.convert(EXAMPLES / "digits_mlp.onnx"), bir)
+    out = _export(cli, tmp_path, bir, "--train", "--total-steps", "10", "--max-batch", "32")
+    assert (out / "train_main.c").exists()
+    _make(out, f"CFLAGS={STRICT}", "ARCH=-march=native")
+    data = np.load(EXAMPLES / "digits_train.npz")
+    x, y = data["x"][:150], data["y"][:150].astype("<i4")
+    x.astype("<f4").tofile(out / "x.bin")
+    y.tofile(out / "y.bin")
+    run = subprocess.run(["./model_train", "2", "out.ckpt", "x.bin", "y.bin"], cwd=out, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("epoch") == 2
+    cm = boldc.compile(boldc.load(bir), train=True, total_steps=10, max_batch=32)
+    for _ in range(2):
+        for s in range(0, 150, 32):
+            cm.train_step(x[s:s + 32], y[s:s + 32])
+    state = training_module(boldc.load(bir), TrainOptions.from_kwargs({"total_steps": 10}))
+    assert boldc.load_checkpoint(state, out / "out.ckpt") == {"epoch": 2}
+    for name, p in state.params.items():
+        got = cm.get_param(name)
+        if p.type.dtype.is_float:
+            assert float_close(got, p.data), name
+        else:
+            assert np.array_equal(got, p.data), name
+    resumed = subprocess.run(["./model_train", "-r", "out.ckpt", "1", "more.ckpt", "x.bin", "y.bin"], cwd=out,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and (out / "more.ckpt").exists(), resumed.stderr
+    bad = subprocess.run(["./model_train", "-r", "x.bin", "1", "o.ckpt", "x.bin", "y.bin"], cwd=out,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "not a boldc checkpoint" in bad.stderr
+    (y + 10).astype("<i4").tofile(out / "bad_y.bin")
+    bad = subprocess.run(["./model_train", "1", "o.ckpt", "x.bin", "bad_y.bin"], cwd=out, capture_output=True,
+                         text=True, timeout=600)
+    assert bad.returncode == 2 and "label is out of range" in bad.stderr and not (out / "o.ckpt").exists()

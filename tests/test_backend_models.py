@@ -165,8 +165,8 @@ def test_threads_build_matches_single_thread(cnn):
 
 
 def test_user_errors(cnn, monkeypatch, tmp_path):
-    with pytest.raises(BoldcError, match="training is not available"):
-        boldc.compile(cnn, train=True)
+    with pytest.raises(BoldcError, match="need train=True"):
+        boldc.compile(cnn, eta=3.0)
     cm = boldc.compile(cnn)
     with pytest.raises(InterpretError, match="must be f32"):
         cm.infer(np.zeros((2, 1, 8, 9), np.float32))

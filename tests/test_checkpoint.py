@@ -146,7 +146,7 @@ def test_save_is_atomic(trained, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ArtefactError, match="cannot write: disk full"):
         save_checkpoint(trained, path, meta={"x": 1})
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["ck.bin"]

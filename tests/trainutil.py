@@ -66,3 +66,25 @@ def roundtrip(module: Module) -> Module:
     back = boldc.parse(text)
     assert boldc.dumps(back, weights=True) == text
     return back
+
+
+def small_cnn(logic: str, pad_mode: str) -> boldc.Module:
+    """A small Boolean CNN: float conv (1->8), Boolean conv (8->16, 3x3) with its padding
+    mode, OR-pool, Boolean conv (16->16, stride 2), flatten, float linear (->10)."""
+    rng = np.random.default_rng(3)
+    m = boldc.Module()
+    fb = boldc.FunctionBuilder(m, "forward", [("x", boldc.tensor("f32", "N", 1, 8, 8))])
+    w0 = m.add_param("c0.w", boldc.tensor("f32", 8, 1, 3, 3), (rng.standard_normal((8, 1, 3, 3)) / 3).astype("f4"))
+    w1 = m.add_param("c1.w", boldc.tensor("b1", 16, 8, 3, 3), rng.random((16, 8, 3, 3)) < 0.5)
+    w2 = m.add_param("c2.w", boldc.tensor("b1", 16, 16, 3, 3), rng.random((16, 16, 3, 3)) < 0.5)
+    b2 = m.add_param("c2.b", boldc.tensor("b1", 16), rng.random(16) < 0.5)
+    w3 = m.add_param("fc.w", boldc.tensor("f32", 10, 64), (rng.standard_normal((10, 64)) / 8).astype("f4"))
+    b3 = m.add_param("fc.b", boldc.tensor("f32", 10), np.zeros(10, "f4"))
+    pad = {"pad": [1, 1, 1, 1]}
+    h = fb.op("threshold", [fb.op("conv2d", [fb.args[0], w0], pad)])
+    h = fb.op("threshold", [fb.op("bconv2d", [h, w1], {**pad, "logic": logic, "pad_mode": pad_mode})])
+    h = fb.op("bmaxpool2d", [h], {"kernel": [2, 2], "stride": [2, 2]})
+    s = fb.op("bconv2d", [h, w2, b2], {**pad, "stride": [2, 2], "logic": logic, "pad_mode": pad_mode})
+    h = fb.op("flatten", [fb.op("threshold", [s])])
+    fb.ret(fb.op("linear", [h, w3, b3]))
+    return m

@@ -8,12 +8,13 @@ from boldc.errors import BoldcError
 from boldc.ir.core import Module
 
 
-def compile(module: Module, train: bool = False, *, max_batch: int = 32, isa: str = "native",
+def compile(module: Module, train: bool = False, *, max_batch: int | None = None, isa: str = "native",
             popcount: str = "builtin", threads: int = 1, trace: bool = False, name: str = "model",
-            functions=None, cache_dir: str | os.PathLike | None = None):
-    """Compile every function of ``module`` to C, build it with cffi and load it.
+            functions=None, cache_dir: str | os.PathLike | None = None, **training):
+    """Compile functions of ``module`` to C, build them with cffi and load them.
 
-    - ``max_batch``: the arena is planned for this batch; ``infer`` splits larger ones.
+    - ``max_batch``: the arena is planned for this batch (default 32, or 64 with
+      ``train``); ``infer`` splits larger ones, a training step takes at most this many.
     - ``isa``: "native" (this machine's instruction set; the AVX-512 VPOPCNTDQ kernels
       when it has them, else the portable ones, picked at build time), "avx512",
       "avx2" (portable kernels built for AVX2 + popcnt), or "portable" (no -m flag).
@@ -24,31 +25,44 @@ def compile(module: Module, train: bool = False, *, max_batch: int = 32, isa: st
       ``CompiledModel.trace`` returns every value (tests compare them with the
       interpreter).
     - ``name``: C prefix of the generated symbols.
-    - ``functions``: names of the functions to compile (default: @forward only; other
-      functions of the module, such as a @train_step, are left out).
+    - ``functions``: names of the functions to compile (default: @forward only, or
+      @forward and @train_step with ``train``).
     - ``cache_dir``: build cache (default ``$BOLDC_CACHE_DIR``, else the user's cache
       directory + ``/boldc``).
 
-    ``train=True`` is not available yet (the training work builds it on this backend).
+    ``train=True`` compiles a training step too (docs/training.md): when the module has
+    no @train_step, one is built on a copy by autodiff and insert-optimizer with the
+    keyword options of ``boldc.backend.training.TrainOptions`` (``eta``, ``lr``,
+    ``freeze_float``, ``frozen``, ``schedule``, ``total_steps``, ``eta_final``,
+    ``loss``, ``reduction``, ``threshold_grad``, ``alpha``, ``rescale``; ``seed``
+    shuffles ``fit``). The model then has ``train_step``, ``fit``, ``evaluate`` and
+    the checkpoints of the C runtime.
     """
-    if train:
-        raise BoldcError("training is not available yet in the C backend (compile with train=False)")
     from boldc.backend.build import build_extension, c_flags
     from boldc.backend.emit import Options, generate
     from boldc.backend.model import CompiledModel
+    from boldc.backend.training import DEFAULT_BATCH, TrainOptions, training_module
     from boldc.ir.verifier import verify
 
     if not isinstance(module, Module):
         raise BoldcError(f"compile() needs a boldc Module, got {type(module).__name__}")
+    if training and not train:
+        raise BoldcError(f"training option(s) {', '.join(sorted(training))} need train=True")
     verify(module)
     missing = [p.name for p in module.params.values() if p.data is None]
     if missing:
         raise BoldcError(f"params without tensors: @{', @'.join(missing[:5])} (load the module with its weights)")
+    options = TrainOptions.from_kwargs(training)
+    if train:
+        module = training_module(module, options)
+        functions = ("forward", "train_step") if functions is None else tuple(functions)
+        max_batch = DEFAULT_BATCH if max_batch is None else max_batch
     functions = ("forward",) if functions is None else tuple(functions)
+    max_batch = 32 if max_batch is None else max_batch
     for f in functions:
         module.function(f)  # a clear error if there is none
     program = generate(module, Options(name=name, max_batch=max_batch, max_threads=threads, trace=trace,
                                        functions=functions))
     flags = c_flags(isa, popcount, openmp=threads > 1)
     ext = build_extension(name, program.model_c, program.model_h, program.cdef, flags, cache_dir)
-    return CompiledModel(program, ext, module, flags)
+    return CompiledModel(program, ext, module, flags, options)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from boldc.errors import BoldcError
 
-RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_util.c")
+RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c")
 RUNTIME_SOURCES = tuple(f for f in RUNTIME_FILES if f.endswith(".c"))
 
 # Target instruction sets. "native" lets the compiler use everything this machine has
@@ -42,9 +42,11 @@ ISA_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
 }
 POPCOUNTS = ("builtin", "portable")
-# c99 also turns off FP contraction in gcc (no fused multiply-add surprises); an undeclared
-# function is an error, never an implicit int (a wrong cdef would otherwise crash).
-BASE_FLAGS = ["-std=c99", "-O3", "-Werror=implicit-function-declaration"]
+# No FP contraction (no fused multiply-add may merge the Boolean optimizer's three f32
+# operations, docs/training.md; -std=c99 implies it for gcc, the flag says it for any
+# compiler); an undeclared function is an error, never an implicit int (a wrong cdef
+# would otherwise crash).
+BASE_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-Werror=implicit-function-declaration"]
 WARN_FLAGS = ["-Wall", "-Wextra", "-Werror"]
 
 

@@ -106,13 +106,24 @@ class CKernel:
     ``op`` (the COp) and ``args``; ``scratch_bytes`` of arena are reserved for the
     op's call (the macro reads them through the pointer ``scratch``).
     ``scratch_check``, a C expression of the bytes the runtime will use, is compared
-    with ``scratch_bytes`` by the generated ``*_init``."""
+    with ``scratch_bytes`` by the generated ``*_init``. ``input_check`` (see the field)
+    makes the public function return ``ERR_INPUT`` before it runs any op."""
 
     template: str
     macro: str
     args: dict = field(default_factory=dict)
     scratch_bytes: int = 0
     scratch_check: str | None = None
+    # An input check run before any op of the function (so a refused call changes no
+    # param): C statements that ``return 1;`` when the operands at ``input_check_operands``
+    # (function arguments or params) are out of range, and the message that says so.
+    input_check: str | None = None
+    input_check_message: str = ""
+    input_check_operands: tuple[int, ...] = ()
+    # The operand whose arena bytes the (single) result may take over when that operand
+    # dies at this op: the body must read each element of it before writing the same
+    # element of the result (a loop over identical layouts, element by element).
+    inplace: int | None = None
 
 
 # --- loops over output elements ----------------------------------------------------------

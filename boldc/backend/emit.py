@@ -100,6 +100,7 @@ class Program:
     arena_bytes: int
     model_hash: int
     profile_slots: int
+    input_checks: list[str] = field(default_factory=list)  # messages of the input checks (ERR_INPUT)
 
     def params_image(self, values: dict | None = None) -> bytes:
         """The params image: every param packed at its offset (``values`` overrides the
@@ -190,6 +191,7 @@ class Emitter:
             top += -(-max(lay.nbytes(1), 1) // 64) * 64
         self.params_bytes = top
         self.scratch_checks: list[dict] = []
+        self.input_checks: list[str] = []  # messages of the ops' input checks, by index
         self.profile_slots = 0
 
     # -- one function ------------------------------------------------------------------
@@ -220,7 +222,12 @@ class Emitter:
         rendered = []
         for i, op in enumerate(fn.ops):
             cop, kernel = self._emit_op(fn, i, op, layouts)
+            shared = self._inplace_buffer(op, i, kernel, code, layouts, last_use)
             for r in op.results:
+                if shared is not None:  # the result takes over the dying operand's bytes
+                    shared.last = max(shared.last, last_use.get(id(r), i))
+                    code.slots[id(r)] = ValueSlot(r, layouts[id(r)], shared)
+                    continue
                 b = Buffer(("value", r.name), layouts[id(r)].nbytes(mb), i, last_use.get(id(r), i))
                 code.buffers.append(b)
                 code.slots[id(r)] = ValueSlot(r, layouts[id(r)], b)
@@ -233,6 +240,18 @@ class Emitter:
         ops = [self._op_text(fn, i, op, cop, kernel, scratch, code) for i, (op, cop, kernel, scratch)
                in enumerate(rendered)]
         return code, self._function_text(fn, code, ops)
+
+    def _inplace_buffer(self, op: Op, i: int, kernel: CKernel, code: FunctionCode, layouts: dict,
+                        last_use: dict) -> Buffer | None:
+        """The operand buffer the op's result may share (CKernel.inplace), or None."""
+        if kernel.inplace is None or self.options.trace or len(op.results) != 1:
+            return None
+        o, r = op.operands[kernel.inplace], op.results[0]
+        if isinstance(o, Param) or id(o) not in code.slots or last_use.get(id(o)) != i:
+            return None
+        if layouts[id(o)] != layouts[id(r)] or sum(x is o for x in op.operands) != 1:
+            return None
+        return code.slots[id(o)].buffer
 
     def _emit_op(self, fn: Function, i: int, op: Op, layouts: dict[int, Layout]) -> tuple[COp, CKernel]:
         opdef = lookup(op.name)
@@ -273,11 +292,21 @@ class Emitter:
         if kernel.scratch_check:
             self.scratch_checks.append({"expr": kernel.scratch_check, "bytes": kernel.scratch_bytes,
                                         "op": _comment(f"@{fn.name} op {i} {op.describe()}")})
+        check_index = None
+        if kernel.input_check:
+            for pos in kernel.input_check_operands:
+                o = op.operands[pos]
+                if not (isinstance(o, Param) or any(o is a for a in fn.args)):
+                    raise cop.fail(f"operand {o.ref} is checked before the function runs, so it must be a "
+                                   "function argument or a param")
+            check_index = len(self.input_checks)
+            self.input_checks.append(_comment(f"@{fn.name}: op {op.describe()}: {kernel.input_check_message}"))
         # The IR file's base name only: generated code must not depend on where the file lives.
         loc = f"  ({os.path.basename(op.loc.filename or '<string>')}:{op.loc.line}:{op.loc.col})" if op.loc else ""
         return {"cname": cname, "comment": _comment(repr(op)) + loc, "locals": local, "body": body,
                 "profile_index": self.profile_slots - 1,
-                "scratch_bytes": kernel.scratch_bytes, "scratch_offset": scratch.offset if scratch else 0}
+                "scratch_bytes": kernel.scratch_bytes, "scratch_offset": scratch.offset if scratch else 0,
+                "check": kernel.input_check, "check_index": check_index}
 
     def _function_text(self, fn: Function, code: FunctionCode, ops: list[dict]) -> dict:
         sig = [f"{self.options.name}_ctx *ctx", "int n"]
@@ -321,7 +350,8 @@ class Emitter:
         arena = max(arena, 64)
         prefix = self.options.name
         ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "functions": texts,
-               "scratch_checks": self.scratch_checks}
+               "scratch_checks": self.scratch_checks, "input_checks": [_c_string(m) for m in self.input_checks],
+               "param_infos": self._param_infos()}
         model_c = self.env.get_template("module.c.j2").render(**ctx)
         params_desc = [{"name": s.param.name, "macro": _ident(s.param.name).upper(), "offset": s.offset,
                         "desc": _comment(f"{s.param.type}, {s.layout.ctype}[{s.layout.count(1)}] "
@@ -334,14 +364,37 @@ class Emitter:
             profile_slots=max(self.profile_slots, 1))
         cdef = _cdef(prefix, texts)
         return Program(self.options, model_c, model_h, cdef, self.params, functions, max(self.params_bytes, 64),
-                       arena, model_hash, max(self.profile_slots, 1))
+                       arena, model_hash, max(self.profile_slots, 1), list(self.input_checks))
+
+    def _param_infos(self) -> list[dict]:
+        """The checkpoint table of the params (runtime ``bd_param_info``), in module order."""
+        from boldc.backend.kernels import DTYPE_CODE
+
+        return [{"name": _c_string(s.param.name), "dtype": DTYPE_CODE[s.param.type.dtype],
+                 "rank": s.param.type.rank, "dims": ", ".join(str(d) for d in s.param.type.shape) or "0",
+                 "offset": s.offset} for s in self.params.values()]
+
+
+def _c_string(text: str) -> str:
+    """A C string literal of ``text`` (UTF-8; anything but printable ASCII as octal escapes)."""
+    out = []
+    for b in text.encode("utf-8"):
+        c = chr(b)
+        out.append("\\" + c if c in '"\\?' else c if 32 <= b < 127 else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def _cdef(prefix: str, texts: list[dict]) -> str:
-    lines = [f"typedef struct {{ unsigned char *params; unsigned char *arena; int threads; double *profile; }} "
-             f"{prefix}_ctx;",
+    lines = [f"typedef struct {{ unsigned char *params; unsigned char *arena; int threads; double *profile; "
+             f"int error_check; }} {prefix}_ctx;",
              f"int {prefix}_init({prefix}_ctx *ctx, unsigned char *params, unsigned char *arena);",
              f"int {prefix}_set_threads({prefix}_ctx *ctx, int threads);",
+             f"int {prefix}_checkpoint_save(const {prefix}_ctx *ctx, const char *path, const void *meta, "
+             "size_t meta_len);",
+             f"int {prefix}_checkpoint_load({prefix}_ctx *ctx, const char *path, void *meta, size_t meta_cap, "
+             "size_t *meta_len);",
+             f"const char *{prefix}_input_check_message(int k);",
+             "const char *bd_checkpoint_error(int code);",
              "const char *bd_build_info(void);"]
     lines += [f"int {t['cname']}({t['signature']});" for t in texts]
     return "\n".join(lines) + "\n"

@@ -33,7 +33,8 @@ def weights_blob(program: Program, image: bytes) -> bytes:
     return header + image
 
 
-def _io_descriptions(program: Program, func: str) -> tuple[dict, list[dict], list[dict]]:
+def _io_descriptions(program: Program, func: str,
+                     outputs_per_sample: bool = True) -> tuple[dict, list[dict], list[dict]]:
     code = program.functions.get(func)
     if code is None:
         raise EmitError(f"the module has no function @{func} to run from main.c")
@@ -43,7 +44,7 @@ def _io_descriptions(program: Program, func: str) -> tuple[dict, list[dict], lis
         inputs.append({"name": a.name, "type": str(a.type), "ctype": api.ctype, "per_sample": per,
                        "file": f"{a.name}.bin"})
     for v, api in zip(code.returns, code.ret_api):
-        if code.has_batch and not (v.type.shape and isinstance(v.type.shape[0], str)):
+        if outputs_per_sample and code.has_batch and not (v.type.shape and isinstance(v.type.shape[0], str)):
             raise EmitError(f"main.c prints one line per sample: output {v.ref} {v.type} of @{func} has no "
                             "leading batch dimension")
         fmt, cast = ("%.9g", "(double)") if api.dtype.is_float else ("%d", "(int)")
@@ -55,7 +56,8 @@ def _io_descriptions(program: Program, func: str) -> tuple[dict, list[dict], lis
 
 def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func: str = "forward",
                  force: bool = False) -> Path:
-    """Write the standalone folder for ``program`` (params ``image``) at ``outdir``."""
+    """Write the standalone folder for ``program`` (params ``image``) at ``outdir``; with a
+    @train_step in the program, also the training example ``train_main.c``."""
     from boldc import __version__
 
     out = Path(outdir)
@@ -69,8 +71,12 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
     prefix = program.options.name
     f, inputs, outputs = _io_descriptions(program, func)
     env = environment()
+    train = None
+    if "train_step" in program.functions:
+        tf, t_inputs, _ = _io_descriptions(program, "train_step", outputs_per_sample=False)
+        train = {"f": tf, "inputs": t_inputs}
     ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "f": f, "inputs": inputs,
-           "outputs": outputs, "threads": program.options.max_threads}
+           "outputs": outputs, "threads": program.options.max_threads, "train": train}
     files = {
         f"{prefix}.c": program.model_c,
         f"{prefix}.h": program.model_h,
@@ -78,6 +84,8 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
         "Makefile": env.get_template("Makefile.j2").render(**ctx),
         "README.txt": env.get_template("README.txt.j2").render(**ctx),
     }
+    if train:
+        files["train_main.c"] = env.get_template("train_main.c.j2").render(**{**ctx, **train})
     files.update({name: runtime_text(name) for name in RUNTIME_FILES})
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
@@ -100,8 +108,12 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
 
 
 def export(module: Module, outdir: str | os.PathLike, *, name: str = "model", max_batch: int = 1,
-           threads: int = 1, func: str = "forward", force: bool = False, params: dict | None = None) -> Path:
+           threads: int = 1, func: str = "forward", force: bool = False, params: dict | None = None,
+           train: bool = False) -> Path:
     """Generate C for ``module`` and write the standalone folder (see module doc).
-    ``params`` overrides the module's tensors (e.g. a CompiledModel's current ones)."""
-    program = generate(module, Options(name=name, max_batch=max_batch, max_threads=threads, functions=(func,)))
+    ``params`` overrides the module's tensors (e.g. a CompiledModel's current ones).
+    With ``train`` the module must have @train_step (``boldc.backend.training``): it is
+    emitted too, with the training example program."""
+    functions = (func,) if not train else tuple(dict.fromkeys((func, "forward", "train_step")))
+    program = generate(module, Options(name=name, max_batch=max_batch, max_threads=threads, functions=functions))
     return write_folder(program, program.params_image(params), outdir, func, force)

@@ -14,12 +14,14 @@ import numpy as np
 
 from boldc.backend.emit import FunctionCode, Program
 from boldc.backend.layout import Layout
+from boldc.backend.model_train import ERR_INPUT, TrainingMixin
+from boldc.backend.training import TrainOptions
 from boldc.errors import BoldcError, InterpretError
 from boldc.interp import check_input  # the interpreter's input rules, shared
 from boldc.ir.core import Module
 
 ERRORS = {1: "batch size out of range", 2: "kernel scratch larger than planned (a bug in boldc)",
-          3: "NULL buffer"}
+          3: "NULL buffer", ERR_INPUT: "an input value is out of range"}
 
 
 def _aligned(nbytes: int) -> np.ndarray:
@@ -30,12 +32,15 @@ def _aligned(nbytes: int) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-class CompiledModel:
-    """A module compiled to C and loaded. See ``boldc.compile``."""
+class CompiledModel(TrainingMixin):
+    """A module compiled to C and loaded. See ``boldc.compile``; the training methods
+    (``train_step``, ``fit``, ``evaluate``, checkpoints) are in ``model_train.py``."""
 
-    def __init__(self, program: Program, ext, module: Module, flags: list[str]):
+    def __init__(self, program: Program, ext, module: Module, flags: list[str],
+                 train_options: TrainOptions | None = None):
         self.program = program
         self.module = module
+        self.train_options = train_options or TrainOptions()
         self.options = program.options
         self.flags = list(flags)
         self._ffi, self._lib = ext.ffi, ext.lib
@@ -122,6 +127,8 @@ class CompiledModel:
         model's current params (after ``set_param`` or training)."""
         from boldc.backend.export import export
 
+        if options.setdefault("train", "train_step" in self.program.functions):
+            options.setdefault("max_batch", self.max_batch)
         return export(self.module, outdir, params=self.params(), **options)
 
     def params_image(self) -> bytes:
@@ -229,6 +236,8 @@ class CompiledModel:
             outs.append(out)
             c_args.append(ffi.cast(f"{api.ctype} *", self._ptr(out)))
         rc = self._fn[code.name](*c_args)
+        if rc == ERR_INPUT:
+            raise InterpretError(self._input_error())
         if rc != 0:
             raise RuntimeError(f"{code.cname} failed: {ERRORS.get(rc, rc)}")
         return [o.astype(np.bool_) if api.dtype.is_bool else o for o, api in zip(outs, code.ret_api)]

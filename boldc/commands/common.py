@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -45,3 +46,8 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     else:
         raise ArtefactError(f"{path}: the function has {len(arrays)} outputs; give a .npz file name")
     atomic_write(path, buf.getvalue())
+
+
+def save_json(path: str | os.PathLike, value) -> None:
+    """``value`` as indented JSON, written atomically."""
+    atomic_write(path, json.dumps(value, indent=2) + "\n")

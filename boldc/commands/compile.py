@@ -6,7 +6,8 @@ import click
 
 from boldc.commands.common import FILE
 from boldc.errors import BoldcError
-from boldc.fileio import load
+
+TRAIN_ONLY = ("eta", "lr", "schedule", "total_steps", "freeze_float")
 
 
 @click.command("compile")
@@ -15,22 +16,36 @@ from boldc.fileio import load
               help="Folder to write (created; must not exist or be empty unless --force).")
 @click.option("--name", default="model", show_default=True,
               help="C prefix of the generated symbols and files.")
-@click.option("--max-batch", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Largest batch one call handles (the arena is planned for it).")
+@click.option("--max-batch", type=click.IntRange(min=1),
+              help="Largest batch one call handles (the arena is planned for it) [default: 1, or 64 with --train].")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads the kernels may use; > 1 needs OpenMP (make OPENMP=-fopenmp).")
 @click.option("--func", default="forward", show_default=True, help="Function the example main.c runs.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
-@click.option("--train", is_flag=True, help="Also emit the training step (not available yet).")
-def command(file, outdir, name: str, max_batch: int, threads: int, func: str, force: bool, train: bool) -> None:
+@click.option("--train", is_flag=True,
+              help="Also emit the training step (built by autodiff and insert-optimizer when FILE has none), "
+                   "the checkpoint functions and an example training program (train_main.c).")
+@click.option("--eta", type=click.FloatRange(min=0, min_open=True), help="With --train: Boolean learning rate [3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="With --train: Adam learning rate [1e-3].")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "poly"]),
+              help="With --train: schedule of eta and lr [cosine with --total-steps, else constant].")
+@click.option("--total-steps", type=click.IntRange(min=1), help="With --train: steps of the schedule.")
+@click.option("--freeze-float", is_flag=True, default=None, help="With --train: train the Boolean weights only.")
+def command(file, outdir, name: str, max_batch, threads: int, func: str, force: bool, train: bool, **training) -> None:
     """Compile FILE (.bir) to portable C in folder DIR: the model, the runtime, the
     weights, a Makefile and an example main.c. `make` in DIR builds it without Python."""
     from boldc.backend.export import export
+    from boldc.backend.training import TrainOptions, training_module
+    from boldc.fileio import load
 
-    if train:
-        raise BoldcError("--train: training is not available yet in the C backend")
+    given = {k: v for k, v in training.items() if v is not None}
+    if given and not train:
+        raise BoldcError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --train")
     module = load(file)
     if not module.has_weights:
         raise BoldcError(f"{file}: the module has no weights (a structure-only file cannot be compiled)")
-    out = export(module, outdir, name=name, max_batch=max_batch, threads=threads, func=func, force=force)
+    if train:
+        module = training_module(module, TrainOptions.from_kwargs(given))
+    out = export(module, outdir, name=name, max_batch=max_batch or (64 if train else 1), threads=threads, func=func,
+                 force=force, train=train)
     click.echo(f"wrote {out}/ (build it with: make -C {out})")

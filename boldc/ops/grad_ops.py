@@ -20,10 +20,11 @@ import math
 
 import numpy as np
 
+from boldc.backend import grad_kernels as GK
 from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType
 from boldc.ops import common as C
-from boldc.ops.registry import Attr, NotDifferentiable, OpDef, TypeCheck, register
+from boldc.ops.registry import Attr, MustLower, NotDifferentiable, OpDef, TypeCheck, register
 
 SECOND_ORDER = NotDifferentiable("a gradient op; second derivatives are not supported")
 SCALE = Attr("scale", "float", 1.0, doc="factor applied to the result (-1 for xor, times the rescaling)")
@@ -68,6 +69,9 @@ class ParamGrad(GradOp):
 
     cost = E.nothing("declares the gradient of a param; computes nothing (insert-optimizer replaces it)")
 
+    emit_c = MustLower("param_grad only hands gradients over: run insert-optimizer, which turns it into "
+                       "optimizer updates")
+
     def infer(self, types, attrs):
         p, g = types
         _signal(g, "gradient")
@@ -96,6 +100,9 @@ class LinearGradX(GradOp):
     def cost(self, ctx):
         return E.grad_input_cost(ctx)
 
+    def emit_c(self, cop):
+        return GK.linear_grad_x(cop)
+
     def infer(self, types, attrs):
         dy, w = types
         _signal(dy)
@@ -123,6 +130,9 @@ class LinearGradW(GradOp):
     def cost(self, ctx):
         return E.grad_weight_cost(ctx)
 
+    def emit_c(self, cop):
+        return GK.linear_grad_w(cop)
+
     def infer(self, types, attrs):
         dy, x = types
         _signal(dy)
@@ -149,6 +159,11 @@ class ChannelSum(GradOp):
 
     def cost(self, ctx):
         return [E.channel_sum(ctx.operands[0], ctx.results[0])]
+
+    def emit_c(self, cop):
+        dy = cop.ins[0]
+        axis = cop.attrs["axis"] % dy.rank
+        return GK.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", lambda idx: [idx[axis]])
 
     def infer(self, types, attrs):
         dy = types[0]
@@ -188,6 +203,9 @@ class Conv2dGradX(GradOp):
 
     def cost(self, ctx):
         return E.grad_input_cost(ctx)
+
+    def emit_c(self, cop):
+        return GK.conv2d_grad_x(cop)
 
     def infer(self, types, attrs):
         dy, w = types
@@ -238,6 +256,9 @@ class Conv2dGradW(GradOp):
 
     def cost(self, ctx):
         return E.grad_weight_cost(ctx)
+
+    def emit_c(self, cop):
+        return GK.conv2d_grad_w(cop)
 
     def infer(self, types, attrs):
         dy, x = types
@@ -295,6 +316,9 @@ class ThresholdGrad(GradOp):
         dy, x, *extras = ctx.operands
         return [E.threshold_grad(dy, x, extras, ctx.results[0])]
 
+    def emit_c(self, cop):
+        return GK.threshold_grad(cop)
+
     def infer(self, types, attrs):
         dy, x = types[0], types[1]
         _signal(dy)
@@ -350,6 +374,9 @@ class ReluGrad(_UnaryGrad):
     def cost(self, ctx):
         return [E.relu_grad(ctx.operands[0], ctx.operands[1], ctx.results[0])]
 
+    def emit_c(self, cop):
+        return GK.unary_grad(cop, lambda x: f"({x} > 0.0 ? 1.0 : 0.0)")
+
     def derivative(self, x, attrs):
         return (x > 0).astype(np.float64)
 
@@ -366,6 +393,9 @@ class SoftmaxGrad(_SameShapeGrad):
     def cost(self, ctx):
         return [E.softmax_grad(ctx.operands[0], ctx.operands[1], ctx.results[0])]
 
+    def emit_c(self, cop):
+        return GK.softmax_grad(cop, log=False)
+
     def evaluate(self, args, attrs):
         dy, y = _f64(args[0]), _f64(args[1])
         return [_f32(y * (dy - (dy * y).sum(axis=attrs["axis"], keepdims=True)))]
@@ -381,6 +411,10 @@ class LeakyReluGrad(_UnaryGrad):
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(2))]
 
+    def emit_c(self, cop):
+        alpha = GK.scalar_literal(float(cop.attrs["alpha"]), "double")
+        return GK.unary_grad(cop, lambda x: f"({x} >= 0.0 ? 1.0 : {alpha})")
+
     def derivative(self, x, attrs):
         return np.where(x >= 0, 1.0, attrs["alpha"])
 
@@ -394,6 +428,10 @@ class ClipGrad(_UnaryGrad):
 
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(2))]
+
+    def emit_c(self, cop):
+        lo, hi = (GK.scalar_literal(float(cop.attrs[k]), "double") for k in ("min", "max"))
+        return GK.unary_grad(cop, lambda x: f"({x} >= {lo} && {x} <= {hi} ? 1.0 : 0.0)")
 
     def derivative(self, x, attrs):
         return ((x >= attrs["min"]) & (x <= attrs["max"])).astype(np.float64)
@@ -409,6 +447,9 @@ class SigmoidGrad(_UnaryGrad):
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(3))]
 
+    def emit_c(self, cop):
+        return GK.unary_grad(cop, lambda y: f"{y} * (1.0 - {y})")
+
     def derivative(self, y, attrs):
         return y * (1.0 - y)
 
@@ -423,6 +464,9 @@ class TanhGrad(_UnaryGrad):
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(3))]
 
+    def emit_c(self, cop):
+        return GK.unary_grad(cop, lambda y: f"1.0 - {y} * {y}")
+
     def derivative(self, y, attrs):
         return 1.0 - y * y
 
@@ -436,6 +480,9 @@ class PReluGradX(_SameShapeGrad):
 
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(2))]
+
+    def emit_c(self, cop):
+        return GK.unary_grad(cop, lambda x, slope: f"({x} >= 0.0 ? 1.0 : (double){slope})")
 
     def evaluate(self, args, attrs):
         dy, x, slope = (_f64(a) for a in args)
@@ -453,6 +500,15 @@ class PReluGradSlope(_SameShapeGrad):
     def cost(self, ctx):
         dy, x, slope = ctx.operands
         return [E.prelu_slope_grad(dy, x, slope, ctx.results[0])]
+
+    def emit_c(self, cop):
+        dy, x, slope = cop.ins
+
+        def value(idx):
+            v = f"(double){x.load(idx)}"
+            return f"((double){dy.load(idx)} * ({v} < 0.0 ? {v} : 0.0))"
+
+        return GK.reduce_into(cop, dy, value, GK.broadcast_index(dy, slope.shape))
 
     def infer(self, types, attrs):
         super().infer(types, attrs)
@@ -474,6 +530,9 @@ class LogSoftmaxGrad(_SameShapeGrad):
 
     def cost(self, ctx):
         return [E.unary_grad(ctx, E.ARITH.times(4))]
+
+    def emit_c(self, cop):
+        return GK.softmax_grad(cop, log=True)
 
     def evaluate(self, args, attrs):
         dy, y = _f64(args[0]), _f64(args[1])
@@ -522,6 +581,9 @@ class MaxPool2dGrad(GradOp):
         dy, x = ctx.operands
         return [E.maxpool_grad(dy, x, ctx.results[0], ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1])]
 
+    def emit_c(self, cop):
+        return GK.maxpool2d_grad(cop)
+
     def infer(self, types, attrs):
         dy, x = types
         _signal(dy)
@@ -558,6 +620,9 @@ class AvgPool2dGrad(GradOp):
 
     def cost(self, ctx):
         return [E.avgpool_grad(ctx.operands[0], ctx.results[0], ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1])]
+
+    def emit_c(self, cop):
+        return GK.avgpool2d_grad(cop)
 
     def infer(self, types, attrs):
         dy = types[0]
@@ -601,6 +666,9 @@ class GlobalAvgPoolGrad(GradOp):
     def cost(self, ctx):
         return [E.global_avgpool_grad(ctx.operands[0], ctx.results[0])]
 
+    def emit_c(self, cop):
+        return GK.global_avgpool_grad(cop)
+
     def infer(self, types, attrs):
         dy = types[0]
         _signal(dy)
@@ -636,6 +704,11 @@ class BatchNormGradX(GradOp):
         dy, scale, var = ctx.operands
         return [E.batchnorm_grad_x(dy, scale, var, ctx.results[0])]
 
+    def emit_c(self, cop):
+        _, scale, var = cop.ins
+        eps = GK.scalar_literal(float(cop.attrs["epsilon"]), "double")
+        return GK.channel_scale(cop, lambda c: f"((double){scale.load(c)} / sqrt((double){var.load(c)} + {eps}))")
+
     def infer(self, types, attrs):
         dy = types[0]
         _signal(dy)
@@ -660,6 +733,17 @@ class BatchNormGradScale(GradOp):
     def cost(self, ctx):
         dy, x, mean, var = ctx.operands
         return [E.batchnorm_grad_scale(dy, x, mean, var, ctx.results[0])]
+
+    def emit_c(self, cop):
+        dy, x, mean, var = cop.ins
+        eps = GK.scalar_literal(float(cop.attrs["epsilon"]), "double")
+
+        def value(idx):
+            c = [idx[1]]
+            xhat = f"(((double){x.load(idx)} - (double){mean.load(c)}) / sqrt((double){var.load(c)} + {eps}))"
+            return f"((double){dy.load(idx)} * {xhat})"
+
+        return GK.reduce_into(cop, dy, value, lambda idx: [idx[1]])
 
     def infer(self, types, attrs):
         dy, x = types[0], types[1]
@@ -689,6 +773,10 @@ class SumTo(GradOp):
 
     def cost(self, ctx):
         return [E.sum_to(ctx.operands[0], ctx.results[0])]
+
+    def emit_c(self, cop):
+        dy = cop.ins[0]
+        return GK.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", GK.broadcast_index(dy, cop.out.shape))
 
     def infer(self, types, attrs):
         dy = types[0]
@@ -722,6 +810,9 @@ class SliceAxis(GradOp):
         """A copy of the kept elements."""
         x, y = ctx.operands[0], ctx.results[0]
         return [E.copy(x.with_shape(y.shape), y, "signal", E.BACKWARD)]
+
+    def emit_c(self, cop):
+        return GK.slice_axis(cop)
 
     def infer(self, types, attrs):
         x = types[0]

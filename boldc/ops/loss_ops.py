@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from boldc.backend import grad_kernels as GK
 from boldc.energymodel import works as E
 from boldc.errors import InterpretError
 from boldc.ir.types import DType, TensorType
@@ -98,6 +99,9 @@ class SoftmaxXent(LossOp):
         """Per element of pred: softmax (5 operations) and the log-likelihood term (1)."""
         return [E.loss(*ctx.operands, ctx.results[0], 6)]
 
+    def emit_c(self, cop):
+        return GK.softmax_xent(cop, grad=False)
+
     def target_type(self, pred):
         C.expect_rank(pred, 2, "logits")
         return TensorType(DType.i32, (pred.shape[0],))
@@ -120,6 +124,9 @@ class SoftmaxXentGrad(LossGrad):
     def cost(self, ctx):
         """Per element: softmax (5), minus the one-hot target (1), the reduction's scale (1)."""
         return [E.loss_grad(*ctx.operands, ctx.results[0], 7)]
+
+    def emit_c(self, cop):
+        return GK.softmax_xent(cop, grad=True)
 
     def evaluate(self, args, attrs):
         z, y = args
@@ -163,6 +170,9 @@ class MSE(_ElementwiseLoss):
         """Per element: difference, square, sum (3)."""
         return [E.loss(*ctx.operands, ctx.results[0], 3)]
 
+    def emit_c(self, cop):
+        return GK.elementwise_loss(cop, lambda d: f"{d} * {d}")
+
     def per_element(self, d):
         return d * d
 
@@ -177,6 +187,9 @@ class MSEGrad(_ElementwiseLossGrad):
     def cost(self, ctx):
         """Per element: difference and scale (2)."""
         return [E.loss_grad(*ctx.operands, ctx.results[0], 2)]
+
+    def emit_c(self, cop):
+        return GK.elementwise_loss_grad(cop, lambda d: f"2.0 * {d}")
 
     def derivative(self, d):
         return 2.0 * d
@@ -193,6 +206,9 @@ class L1(_ElementwiseLoss):
         """Per element: difference, absolute value, sum (3)."""
         return [E.loss(*ctx.operands, ctx.results[0], 3)]
 
+    def emit_c(self, cop):
+        return GK.elementwise_loss(cop, lambda d: f"fabs({d})")
+
     def per_element(self, d):
         return np.abs(d)
 
@@ -207,6 +223,9 @@ class L1Grad(_ElementwiseLossGrad):
     def cost(self, ctx):
         """Per element: difference and scaled sign (2)."""
         return [E.loss_grad(*ctx.operands, ctx.results[0], 2)]
+
+    def emit_c(self, cop):
+        return GK.elementwise_loss_grad(cop, lambda d: f"({d} > 0.0 ? 1.0 : ({d} < 0.0 ? -1.0 : 0.0))")
 
     def derivative(self, d):
         return np.sign(d)

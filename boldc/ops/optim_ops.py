@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from boldc.backend import grad_kernels as GK
 from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType
 from boldc.ops import common as C
@@ -74,6 +75,9 @@ class LrSchedule(OptimOp):
     def cost(self, ctx):
         return [E.schedule(ctx.operands[0], ctx.results[0])]
 
+    def emit_c(self, cop):
+        return GK.lr_schedule(cop)
+
     @classmethod
     def check_attrs(cls, attrs):
         if attrs["schedule"] != "constant" and attrs["total_steps"] < 1:
@@ -107,6 +111,9 @@ class FlipUpdate(OptimOp):
         """SPEC §4 on W; the accumulator M is charged at the signal width."""
         w, m, beta, q, eta = ctx.operands
         return [E.flip_update(w, ctx.signal_like(m), q, (beta, eta))]
+
+    def emit_c(self, cop):
+        return GK.flip_update(cop)
 
     def infer(self, types, attrs):
         w, m, beta, q, eta = types
@@ -148,6 +155,9 @@ class AdamUpdate(OptimOp):
         p, m, v, g, lr, step = ctx.operands
         return [E.adam_update(p, m, v, g, (lr, step))]
 
+    def emit_c(self, cop):
+        return GK.adam_update(cop)
+
     def infer(self, types, attrs):
         p, m, v, g, lr, step = types
         C.expect_dtype(p, "float", "param")
@@ -179,6 +189,9 @@ class Increment(OptimOp):
 
     def cost(self, ctx):
         return [E.increment(ctx.operands[0])]
+
+    def emit_c(self, cop):
+        return GK.increment(cop)
 
     def infer(self, types, attrs):
         _expect(types[0], I32_SCALAR, "step counter")

@@ -121,7 +121,11 @@ class Autodiff(Pass):
             for old, value in zip(op.results, new if isinstance(new, list) else [new]):
                 mapping[id(old)] = value
         prediction = mapping[id(forward.returns[0])]
-        loss = fb.op(loss_def.name, [prediction, fb.args[-1]], {"reduction": opts["reduction"]}, name="loss")
+        try:
+            loss = fb.op(loss_def.name, [prediction, fb.args[-1]], {"reduction": opts["reduction"]}, name="loss")
+        except TypeCheck as exc:
+            raise BoldcError(f"autodiff: loss {loss_def.name} does not apply to @forward's prediction "
+                             f"{prediction.type}: {exc}") from None
 
         trained = self._trained_params(module, fb.fn.ops)
         grads = self._backward(fb, trained)

@@ -1,0 +1,176 @@
+"""Training, evaluation and checkpoints of a ``CompiledModel`` (docs/training.md).
+
+``train_step`` runs the generated @train_step once (one batch, params updated in place
+in the params image); ``fit`` runs epochs of them; ``evaluate`` runs the compiled
+@forward over a data set and applies the loss op (its reference definition, in
+float64) to the predictions. ``save_checkpoint`` / ``load_checkpoint`` call the C
+runtime (runtime/bd_ckpt.c), which writes and reads the same files as
+``boldc.save_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from boldc.errors import ArtefactError, BoldcError, InterpretError
+from boldc.ops.registry import lookup
+
+CK_MODEL, CK_META, CK_OPEN = 8, 9, 1  # runtime BD_CK_* codes the messages refine
+ERR_INPUT = 4
+
+
+class TrainingMixin:
+    """Methods of CompiledModel for training; see the module docstring."""
+
+    # -- one step -------------------------------------------------------------------------
+    def train_step(self, x, y) -> float:
+        """One training step on the batch (x, y) (at most ``max_batch`` samples): forward,
+        loss, backward and the optimizer updates, in C. Returns the loss."""
+        if "train_step" not in self.program.functions:
+            raise BoldcError("this model was compiled without @train_step (use boldc.compile(module, train=True))")
+        code = self._code("train_step")
+        args = self._bind(code, [x, y])
+        n = self._batch(code, args)
+        if n > self.max_batch:
+            raise BoldcError(f"a training step takes one batch of at most max_batch={self.max_batch} samples, "
+                             f"got {n}")
+        if n < 1:
+            raise BoldcError("a training step needs at least one sample")
+        out = self._call(code, args, n)
+        return float(out[0])
+
+    def _input_error(self) -> str:
+        k = self._ctx.error_check
+        return self._ffi.string(getattr(self._lib, f"{self._prefix}_input_check_message")(k)).decode()
+
+    # -- epochs ---------------------------------------------------------------------------
+    def epoch_order(self, count: int, epoch: int) -> np.ndarray:
+        """The sample order of epoch ``epoch`` (0-based): a permutation drawn from the
+        training seed and the epoch number, so a resumed run repeats it exactly."""
+        return np.random.default_rng([self.train_options.seed, epoch]).permutation(count)
+
+    def fit(self, x, y, epochs: int = 1, batch: int | None = None, start_epoch: int = 0,
+            on_step: Callable[[int, int, float], None] | None = None,
+            on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+        """Epochs ``start_epoch`` .. ``epochs - 1`` of shuffled batches (the last batch of
+        an epoch may be smaller). ``on_step(epoch, step, loss)`` runs after every step,
+        ``on_epoch(epoch, mean loss)`` after every epoch. Returns the mean losses."""
+        batch = batch or self.max_batch
+        if not 1 <= batch <= self.max_batch:
+            raise BoldcError(f"batch must be in 1..{self.max_batch} (max_batch), got {batch}")
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y) or len(x) == 0:
+            raise BoldcError(f"fit needs as many targets as samples (and at least one): {len(x)} and {len(y)}")
+        means = []
+        for epoch in range(start_epoch, epochs):
+            order = self.epoch_order(len(x), epoch)
+            losses = []
+            for step, s in enumerate(range(0, len(x), batch)):
+                idx = order[s:s + batch]
+                losses.append(self.train_step(x[idx], y[idx]))
+                if on_step is not None:
+                    on_step(epoch, step, losses[-1])
+            means.append(float(np.mean(losses)))
+            if on_epoch is not None:
+                on_epoch(epoch, means[-1])
+        return means
+
+    # -- evaluation -----------------------------------------------------------------------
+    def loss_definition(self, loss: str | None = None):
+        """(op definition, attributes) of the loss: @train_step's, else ``loss`` (default
+        softmax_xent) with mean reduction."""
+        if "train_step" in self.module.functions:
+            from boldc.backend.training import loss_op
+
+            if loss is not None:
+                raise BoldcError("the model's @train_step already defines its loss")
+            op = loss_op(self.module)
+            return lookup(op.name), dict(op.attrs)
+        name = loss or "softmax_xent"
+        d = lookup(name)
+        if d is None or not hasattr(d, "target_type"):
+            raise BoldcError(f"unknown loss {name!r}")
+        return d, d.normalize_attrs({})
+
+    def evaluate(self, x, y, batch: int | None = None, loss: str | None = None) -> tuple[float, float | None]:
+        """(loss, accuracy) of the model on (x, y): the compiled @forward in batches, then
+        the loss op on all predictions. Accuracy (argmax over axis 1 equals the label) is
+        defined for classification losses (integer labels); it is None for the others."""
+        opdef, attrs = self.loss_definition(loss)
+        y = np.asarray(y)
+        pred = self.infer(x) if batch is None else self._infer_in(x, batch)
+        if not isinstance(pred, np.ndarray):
+            raise BoldcError("evaluate needs a model with one output (the prediction)")
+        target = opdef.target_type(_type_of(self.module))
+        if y.shape[0] != pred.shape[0]:
+            raise InterpretError(f"{pred.shape[0]} samples but {y.shape[0]} targets")
+        value = float(opdef.evaluate([pred, y.astype(target.dtype.numpy)], attrs)[0])
+        if not target.dtype.is_int:
+            return value, None
+        return value, float((pred.argmax(axis=1) == y).mean())
+
+    def _infer_in(self, x, batch: int):
+        if not 1 <= batch <= self.max_batch:
+            raise BoldcError(f"batch must be in 1..{self.max_batch} (max_batch), got {batch}")
+        x = np.asarray(x)
+        parts = [self.infer(x[s:s + batch]) for s in range(0, len(x), batch)]
+        return np.concatenate(parts, axis=0)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike, meta: dict | None = None) -> None:
+        """Write every param (weights and optimizer state) to ``path``, atomically, with the
+        C runtime; ``meta`` (JSON) is stored alongside (docs/training.md)."""
+        path = Path(path)
+        if path.is_dir():
+            raise ArtefactError(f"{path}: is a directory; give a file name")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ArtefactError(f"{path}: directory {parent} does not exist")
+        raw = json.dumps(meta, sort_keys=True).encode("utf-8") if meta else b""
+        rc = getattr(self._lib, f"{self._prefix}_checkpoint_save")(
+            self._ctx, os.fsencode(path), raw if raw else self._ffi.NULL, len(raw))
+        if rc != 0:
+            raise ArtefactError(f"{path}: cannot write the checkpoint: {self._ck_message(rc)}")
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict:
+        """Read ``path`` (written by this model, ``boldc.save_checkpoint`` or the exported C)
+        into the params; returns its meta. A missing, truncated, corrupt or foreign file
+        raises ArtefactError and the params keep their values."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtefactError(f"{path}: no such checkpoint" if not path.exists() else f"{path}: not a file")
+        cap = 1 << 16
+        for _ in range(2):
+            meta = self._ffi.new("unsigned char[]", cap)
+            length = self._ffi.new("size_t *")
+            rc = getattr(self._lib, f"{self._prefix}_checkpoint_load")(self._ctx, os.fsencode(path), meta, cap,
+                                                                          length)
+            if rc != CK_META:
+                break
+            cap = int(length[0])
+        if rc == CK_MODEL:
+            from boldc.checkpoint import decode_checkpoint
+
+            try:  # the Python reader names the param that differs
+                decode_checkpoint(self.module, path.read_bytes(), str(path))
+            except ArtefactError as exc:
+                raise ArtefactError(str(exc)) from None
+        if rc != 0:
+            raise ArtefactError(f"{path}: {self._ck_message(rc)}")
+        text = bytes(self._ffi.buffer(meta, int(length[0])))
+        try:
+            return json.loads(text.decode("utf-8")) if text else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+
+    def _ck_message(self, rc: int) -> str:
+        return self._ffi.string(self._lib.bd_checkpoint_error(rc)).decode()
+
+
+def _type_of(module):
+    return module.function("forward").returns[0].type

@@ -1,0 +1,109 @@
+"""Preparing a module for training through the generated C (``boldc.compile(train=True)``).
+
+A module without @train_step gets one on a copy: ``autodiff`` and ``insert-optimizer``
+with the options below (the tested defaults of docs/training.md), then
+``rematerialize`` (Boolean pre-activations are recomputed in the backward pass instead
+of kept) and ``schedule-updates`` (each weight signal dies at its update). A module that
+already has @train_step gets the same from insert-optimizer on (insert-optimizer only
+if it has gradients but no updates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from boldc.errors import BoldcError
+from boldc.ir.core import Module
+from boldc.ir.verifier import verify
+from boldc.ops.registry import lookup
+
+# The defaults of docs/training.md ("Defaults"), tested on the digits MLP with batch 64.
+DEFAULT_BATCH = 64
+
+
+@dataclass
+class TrainOptions:
+    """Options of the training step compile(train=True) builds (docs/training.md)."""
+
+    loss: str = "softmax_xent"          # the loss op (trait "loss"): softmax_xent | mse | l1
+    reduction: str = "mean"             # how the loss reduces over the batch: mean | sum
+    threshold_grad: str = "tanh"        # threshold backward: tanh | box | bireal
+    alpha: float = 0.0                  # its scale; 0 = π/(2√(3m)) from the fan-in m
+    rescale: bool = False               # SPEC §3's input-signal rescaling
+    frozen: tuple[str, ...] = ()        # params (glob patterns) not trained
+    freeze_float: bool = False          # train the b1 params only
+    eta: float = 3.0                    # Boolean learning rate η
+    lr: float = 1e-3                    # Adam learning rate of the f32 params
+    schedule: str | None = None         # constant | cosine | poly; None: cosine if total_steps else constant
+    total_steps: int = 0                # T of the cosine / poly schedules
+    eta_final: float = 0.0              # η (and lr) at t >= T
+    seed: int = 0                       # shuffling of CompiledModel.fit
+    given: set = field(default_factory=set, repr=False)  # the options the caller set
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> TrainOptions:
+        known = {f.name for f in fields(cls)} - {"given"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise BoldcError(f"compile(): unknown training option(s) {', '.join(unknown)} "
+                             f"(options: {', '.join(sorted(known))})")
+        given = {k for k, v in options.items() if v is not None}
+        opts = cls(**{k: v for k, v in options.items() if v is not None})
+        opts.frozen = tuple(opts.frozen)
+        opts.given = given
+        return opts
+
+    @property
+    def resolved_schedule(self) -> str:
+        return self.schedule or ("cosine" if self.total_steps > 0 else "constant")
+
+
+def _has_updates(module: Module) -> bool:
+    return any(lookup(op.name).updates for op in module.function("train_step").ops)
+
+
+def _has_gradient_sinks(module: Module) -> bool:
+    return any("gradient_sink" in lookup(op.name).traits for op in module.function("train_step").ops)
+
+
+def training_module(module: Module, opts: TrainOptions) -> Module:
+    """A copy of ``module`` with an optimised @train_step (see the module docstring)."""
+    from boldc.passes.autodiff import Autodiff
+    from boldc.passes.insert_optimizer import InsertOptimizer
+    from boldc.passes.rematerialize import Rematerialize
+    from boldc.passes.schedule_updates import ScheduleUpdates
+
+    m = module.copy()
+    if "forward" not in m.functions:
+        raise BoldcError("compile(train=True) needs a module with @forward")
+    autodiff_opts = {"loss", "reduction", "threshold_grad", "alpha", "rescale"}
+    if "train_step" not in m.functions:
+        Autodiff(loss=opts.loss, reduction=opts.reduction, threshold_grad=opts.threshold_grad, alpha=opts.alpha,
+                 rescale=opts.rescale, frozen=list(opts.frozen), freeze_float=opts.freeze_float).run(m)
+    elif opts.given & autodiff_opts:
+        names = ", ".join(sorted(opts.given & autodiff_opts))
+        raise BoldcError(f"the module already has @train_step: option(s) {names} apply only when compile builds it")
+    if _has_gradient_sinks(m):
+        schedule = opts.resolved_schedule
+        InsertOptimizer(eta=opts.eta, lr=opts.lr, schedule=schedule, lr_schedule=schedule,
+                        total_steps=opts.total_steps, eta_final=opts.eta_final, frozen=list(opts.frozen),
+                        freeze_float=opts.freeze_float).run(m)
+    elif not _has_updates(m):
+        raise BoldcError("@train_step has neither gradients nor optimizer updates: nothing to train")
+    elif opts.given - {"seed"}:
+        raise BoldcError(f"the module's @train_step already has its optimizer: option(s) "
+                         f"{', '.join(sorted(opts.given - {'seed'}))} do not apply")
+    Rematerialize().run(m)
+    ScheduleUpdates().run(m)
+    verify(m)
+    return m
+
+
+def loss_op(module: Module):
+    """The loss op of @train_step (the op with the trait "loss" whose value it returns)."""
+    fn = module.function("train_step")
+    returned = {id(v) for v in fn.returns}
+    for op in fn.ops:
+        if "loss" in lookup(op.name).traits and op.results and id(op.results[0]) in returned:
+            return op
+    raise BoldcError("@train_step returns no loss (an op with the trait 'loss')")

@@ -1,0 +1,94 @@
+"""Data files of ``boldc train`` and ``boldc eval``: an .npz with ``x`` and ``y``.
+
+``x`` holds the samples, numbers of shape [N, ...] matching the model's input (its
+dimensions after the batch); ``y`` the targets: integer class labels [N] for a
+classification loss (softmax_xent), or numbers shaped like the prediction for a
+regression loss (mse, l1). Every mistake is a one-line error naming the file and the
+array.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from boldc.commands.common import load_array_file
+from boldc.errors import ArtefactError, BoldcError
+from boldc.ir.core import Module
+from boldc.ir.types import TensorType
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def model_input(module: Module) -> TensorType:
+    fn = module.function("forward")
+    if len(fn.args) != 1 or len(fn.returns) != 1:
+        raise BoldcError(f"training and evaluation need a @forward with one input and one output; it has "
+                         f"{len(fn.args)} and {len(fn.returns)}")
+    t = fn.args[0].type
+    if not t.shape or not isinstance(t.shape[0], str) or any(isinstance(d, str) for d in t.shape[1:]):
+        raise BoldcError(f"the model's input %{fn.args[0].name} is {t}: training and evaluation need a batch "
+                         "dimension first and fixed sizes after it")
+    return t
+
+
+def load_data(path, module: Module, target: TensorType) -> tuple[np.ndarray, np.ndarray]:
+    """(x as float32, y as the target dtype) from ``path``, checked against ``module``'s
+    input and the loss's ``target`` type (a type of the batch)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ArtefactError(f"{path}: a data file is an .npz with the arrays x (samples) and y (targets)")
+    arrays = load_array_file(path)
+    for key in ("x", "y"):
+        if key not in arrays:
+            have = ", ".join(sorted(arrays)) or "none"
+            raise ArtefactError(f"{path}: no array '{key}' (the file has: {have}); a data file holds x (samples) "
+                                "and y (targets)")
+    x, y = arrays["x"], arrays["y"]
+    want = model_input(module)
+    if x.dtype.kind not in "fiu":
+        raise ArtefactError(f"{path}: 'x' must hold numbers (floats), got {x.dtype}")
+    if x.ndim != want.rank or tuple(x.shape[1:]) != tuple(want.shape[1:]):
+        raise ArtefactError(f"{path}: 'x' has shape {_dims(x.shape)}; the model takes samples of "
+                            f"{_dims(want.shape[1:])} (input {want})")
+    if len(x) == 0:
+        raise ArtefactError(f"{path}: 'x' holds no samples")
+    if not np.all(np.isfinite(x)):
+        raise ArtefactError(f"{path}: 'x' holds NaN or infinite values")
+    if y.ndim == 0 or len(y) != len(x):
+        raise ArtefactError(f"{path}: 'y' has {y.shape[0] if y.ndim else 'no'} entries but 'x' has {len(x)} samples")
+    if target.dtype.is_int:
+        if y.dtype.kind not in "iu":
+            raise ArtefactError(f"{path}: 'y' must hold integer class labels, got {y.dtype}")
+        if y.ndim != 1:
+            raise ArtefactError(f"{path}: 'y' must be one label per sample (shape [N]), got shape {_dims(y.shape)}")
+        classes = module.function("forward").returns[0].type.shape[1]
+        bad = y[(y < 0) | (y >= classes)]
+        if bad.size:
+            raise ArtefactError(f"{path}: label {int(bad[0])} in 'y' is out of range: the model has {classes} "
+                                f"classes (0 to {classes - 1})")
+        return x.astype(np.float32), y.astype(target.dtype.numpy)
+    if y.dtype.kind not in "fiu" or tuple(y.shape[1:]) != tuple(target.shape[1:]):
+        raise ArtefactError(f"{path}: 'y' must hold numbers of shape [N, {', '.join(map(str, target.shape[1:]))}] "
+                            f"(the prediction's), got {y.dtype} {_dims(y.shape)}")
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, path) -> tuple:
+    """(x_train, y_train, x_val, y_val): the last ``round(N·fraction)`` samples of a
+    permutation drawn from ``seed`` are held out (none for fraction 0)."""
+    if not 0.0 <= fraction < 1.0:
+        raise BoldcError(f"--val-split must be in [0, 1), got {fraction}")
+    n = len(x)
+    n_val = int(round(n * fraction))
+    if fraction > 0 and (n_val < 1 or n - n_val < 1):
+        raise ArtefactError(f"{path}: {n} samples are too few for --val-split {fraction}: it needs at least one "
+                            "sample for training and one for validation")
+    if n_val == 0:
+        return x, y, x[:0], y[:0]
+    order = np.random.default_rng(seed).permutation(n)
+    tr, va = order[:n - n_val], order[n - n_val:]
+    return x[tr], y[tr], x[va], y[va]

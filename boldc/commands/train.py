@@ -1,0 +1,236 @@
+"""``boldc train MODEL.bir --data DATA.npz -o TRAINED.bir``: train through the generated C.
+
+The model is compiled with a training step (``boldc.compile(train=True)``; autodiff
+and insert-optimizer with the options below when it has none) and trained for
+``--epochs`` epochs of shuffled batches. After every epoch the command writes, each
+atomically: the checkpoint (every param and the optimizer state, by the C runtime),
+the trained model (.bir: the input module with the trained params; the optimizer
+state stays in the checkpoint) and the metrics (JSON). Ctrl-C keeps the files of the
+last finished epoch, says which, and exits with code 130; ``--resume CHECKPOINT``
+continues from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import click
+
+from boldc.commands.common import FILE
+from boldc.errors import ArtefactError, BoldcError
+
+# Options that only build a new training step (a module with @train_step keeps its own).
+STEP_OPTIONS = ("eta", "lr", "schedule", "freeze_float", "threshold_grad", "loss")
+DEFAULTS = {"eta": 3.0, "lr": 1e-3, "schedule": "cosine", "freeze_float": False, "threshold_grad": "tanh",
+            "loss": "softmax_xent"}
+# Meta of the checkpoint that must match to resume: they fix the schedule and the batches.
+RESUME_KEYS = ("epochs", "batch", "seed", "val_split", "steps_per_epoch")
+
+
+def target_type(module, loss: str):
+    """The type of the targets the loss takes for this model's prediction."""
+    from boldc.backend.training import loss_op
+    from boldc.ops.registry import lookup
+
+    pred = module.function("forward").returns[0].type
+    if "train_step" in module.functions:
+        return lookup(loss_op(module).name).target_type(pred)
+    d = lookup(loss)
+    if d is None or not hasattr(d, "target_type"):
+        raise BoldcError(f"--loss {loss}: not a loss (softmax_xent, mse, l1)")
+    from boldc.ops.registry import TypeCheck
+
+    try:
+        return d.target_type(pred)
+    except TypeCheck as exc:
+        raise BoldcError(f"--loss {loss} does not apply to the model's prediction {pred}: {exc}") from None
+
+
+@click.command("train")
+@click.argument("model", type=FILE)
+@click.option("--data", required=True, type=FILE, help="Training data: an .npz with x (samples) and y (labels).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The trained model [default: MODEL_trained.bir in the current directory].")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs to train.")
+@click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Samples per step.")
+@click.option("--eta", type=click.FloatRange(min=0, min_open=True),
+              help="Boolean learning rate η (SPEC §4) [default: 3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate of the float params [default: 1e-3].")
+@click.option("--schedule", type=click.Choice(["cosine", "constant", "poly"]),
+              help="Schedule of η and lr over the run [default: cosine].")
+@click.option("--freeze-float", is_flag=True, default=None, help="Train the Boolean weights only.")
+@click.option("--threshold-grad", type=click.Choice(["tanh", "box", "bireal"]),
+              help="Backward of the threshold activation [default: tanh].")
+@click.option("--loss", type=click.Choice(["softmax_xent", "mse", "l1"]), help="Loss [default: softmax_xent].")
+@click.option("--val-split", default=0.0, show_default=True, type=float,
+              help="Fraction of the data held out for validation (0: none).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the shuffling and the split.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint written after every epoch [default: OUTPUT with the suffix .ckpt].")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
+              help="Per-epoch metrics (JSON) [default: OUTPUT with the suffix .metrics.json].")
+@click.option("--resume", type=FILE, help="Continue from this checkpoint (same model, data and options).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Threads of the C kernels (OpenMP).")
+def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float, threshold_grad, loss, val_split,
+            seed, checkpoint, metrics, resume, threads) -> None:
+    """Train MODEL (.bir) on DATA through the generated C and write the trained model.
+
+    Prints a progress bar with the loss, and after every epoch the loss and accuracy on
+    the training data (and on the held-out part with --val-split). Defaults are the
+    tested ones of docs/training.md."""
+    from rich.console import Console
+
+    import boldc
+    from boldc.commands.data import load_data, split
+    from boldc.fileio import load
+
+    err = Console(stderr=True)
+    given = {k: v for k, v in dict(eta=eta, lr=lr, schedule=schedule, freeze_float=freeze_float,
+                                     threshold_grad=threshold_grad, loss=loss).items() if v is not None}
+    output = output or Path(Path(model).stem + "_trained.bir")
+    checkpoint = checkpoint or output.with_suffix(".ckpt")
+    metrics = metrics or output.with_suffix(".metrics.json")
+    if len({output.resolve(), checkpoint.resolve(), metrics.resolve(), Path(model).resolve()}) < 4:
+        raise BoldcError("the model, the output, the checkpoint and the metrics must be four different files")
+    module = load(model)
+    if not module.has_weights:
+        raise BoldcError(f"{model}: the module has no weights (a structure-only file cannot be trained)")
+    has_step = "train_step" in module.functions
+    if has_step and given:
+        raise BoldcError(f"{model} already has @train_step with its optimizer: "
+                         f"{', '.join('--' + k.replace('_', '-') for k in given)} do not apply")
+    opts = {**DEFAULTS, **given}
+    x, y = load_data(data, module, target_type(module, opts["loss"]))
+    x_tr, y_tr, x_val, y_val = split(x, y, val_split, seed, data)
+    if batch > len(x_tr):
+        batch = len(x_tr)  # one batch per epoch: the whole training set
+    steps = math.ceil(len(x_tr) / batch)
+    step_opts = {} if has_step else {**opts, "total_steps": steps * epochs}
+    with err.status("compiling the training step") if err.is_terminal else nullcontext():
+        cm = boldc.compile(module, train=True, max_batch=batch, threads=threads, seed=seed, **step_opts)
+    cm.set_threads(threads)
+    run = {"model": str(model), "data": str(data), "epochs": epochs, "batch": batch, "seed": seed,
+           "val_split": val_split, "steps_per_epoch": steps, "train_samples": len(x_tr), "val_samples": len(x_val),
+           **({} if has_step else {k: opts[k] for k in DEFAULTS})}
+    history, start = [], 0
+    if resume:
+        start, history = _resume(cm, resume, run, metrics)
+    saved = {"checkpoint": (start, resume) if resume else None, "model": None}
+    try:
+        _train(cm, module, run, (x_tr, y_tr, x_val, y_val), start, history, saved, output, checkpoint, metrics, err)
+    except KeyboardInterrupt:
+        click.echo(f"boldc train: interrupted; {_saved_text(saved)}", err=True)
+        raise click.exceptions.Exit(130) from None
+    last = history[-1] if history else {}
+    click.echo(f"trained {epochs} epochs: " + _epoch_text(last) + f"; wrote {output}, {checkpoint}, {metrics}")
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Ctrl-C inside the block is held until the block ends (then raised), so the files
+    written at the end of an epoch and the record of them stay consistent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = signal.signal(signal.SIGINT, lambda *_: pending.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+
+
+def _saved_text(saved: dict) -> str:
+    if saved["checkpoint"] is None:
+        return "no epoch had finished: nothing was written"
+    epoch, path = saved["checkpoint"]
+    text = f"the last good checkpoint is {path} (epoch {epoch}; continue with --resume {path})"
+    if saved["model"] is not None:
+        text += f", the trained model {saved['model'][1]} (epoch {saved['model'][0]})"
+    return text
+
+
+def _epoch_text(e: dict) -> str:
+    parts = [f"loss {e['train_loss']:.4f}"]
+    if e.get("train_accuracy") is not None:
+        parts.append(f"accuracy {100 * e['train_accuracy']:.2f}%")
+    if "val_loss" in e:
+        parts.append(f"val loss {e['val_loss']:.4f}")
+        if e.get("val_accuracy") is not None:
+            parts.append(f"val accuracy {100 * e['val_accuracy']:.2f}%")
+    return ", ".join(parts)
+
+
+def _resume(cm, path, run: dict, metrics: Path) -> tuple[int, list]:
+    meta = cm.load_checkpoint(path)
+    if not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("run"), dict):
+        raise ArtefactError(f"{path}: not a checkpoint of boldc train (its meta has no epoch)")
+    before = meta["run"]
+    for key in RESUME_KEYS:
+        if before.get(key) != run[key]:
+            raise BoldcError(f"--resume {path}: that run had {key.replace('_', '-')}={before.get(key)}, this one "
+                             f"{run[key]}; resume with the same model, data and options")
+    if meta["epoch"] >= run["epochs"]:
+        raise BoldcError(f"--resume {path}: that run already finished its {run['epochs']} epochs")
+    history = []
+    if metrics.exists():
+        try:
+            history = [e for e in json.loads(metrics.read_text())["epochs"] if e["epoch"] <= meta["epoch"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            history = []
+    return meta["epoch"], history
+
+
+def _train(cm, module, run, sets, start, history, saved, output, checkpoint, metrics, err) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from boldc.commands.common import save_json
+    from boldc.fileio import save
+
+    x_tr, y_tr, x_val, y_val = sets
+    epochs, steps = run["epochs"], run["steps_per_epoch"]
+    losses: list[float] = []
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("training", total=(epochs - start) * steps)
+        t0 = time.perf_counter()
+
+        def on_step(epoch, step, loss):
+            losses.append(loss)
+            text = f"epoch {epoch + 1}/{epochs} loss {sum(losses) / len(losses):.4f}"
+            progress.update(task, advance=1, description=text + (f" | {_epoch_text(history[-1])}" if history else ""))
+
+        def on_epoch(epoch, mean_loss):
+            nonlocal t0
+            entry = {"epoch": epoch + 1, "steps": steps, "train_loss": mean_loss}
+            entry["train_eval_loss"], entry["train_accuracy"] = cm.evaluate(x_tr, y_tr)
+            if len(x_val):
+                entry["val_loss"], entry["val_accuracy"] = cm.evaluate(x_val, y_val)
+            entry["seconds"] = round(time.perf_counter() - t0, 3)
+            losses.clear()
+            trained = module.copy()
+            for name, p in trained.params.items():
+                p.data = cm.get_param(name)
+            with _deferred_interrupt():
+                history.append(entry)
+                cm.save_checkpoint(checkpoint, {"epoch": epoch + 1, "run": run})
+                saved["checkpoint"] = (epoch + 1, checkpoint)
+                save(trained, output)
+                saved["model"] = (epoch + 1, output)
+                save_json(metrics, {"run": run, "epochs": history})
+            if not err.is_terminal:
+                print(f"epoch {epoch + 1}/{epochs}: {_epoch_text(entry)}", file=sys.stderr)
+            t0 = time.perf_counter()
+
+        cm.fit(x_tr, y_tr, epochs=epochs, batch=run["batch"], start_epoch=start, on_step=on_step, on_epoch=on_epoch)

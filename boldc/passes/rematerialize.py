@@ -1,0 +1,82 @@
+"""rematerialize: recompute pre-activations in the backward pass instead of keeping them
+alive from the forward pass.
+
+The threshold backward reads the integer pre-activation s of a Boolean layer (SPEC §3),
+so s (8 to 32 bits per element) would stay alive from the forward pass to the end of
+the backward pass. It is cheap to compute again from the layer's b1 input (1 bit per
+element, which the weight signal needs anyway) and its weights: this pass gives the uses
+of s after the loss a copy of the producing op, placed just before the first of them. The
+values are the same (the weights change only when the step commits, and
+schedule-updates keeps every update after the ops that read the weights), so the
+interpreter's results do not change; the arena of the generated C gets smaller.
+
+Which ops are recomputed: forward ops whose result is at least RATIO times larger than
+their value operands (params do not count: they are kept anyway), so that keeping the
+inputs instead of the result saves memory, and the recomputation is cheap: the
+XNOR/XOR-popcount layers (b1 in, 8 to 32-bit sums out) and first layers that widen a
+few input channels into many (e.g. VGG-Small's 3 -> 128 float convolution, whose f32
+output is 43 times its input).
+"""
+
+from __future__ import annotations
+
+from boldc.ir.core import Module, Op, Param, Value
+from boldc.ops.registry import lookup
+from boldc.passes.manager import Option, Pass, register_pass
+
+RATIO = 4  # recompute when the result is at least this many times larger than the value operands
+
+
+def _bytes_per_sample(t) -> float:
+    """Bytes of a value per unit of the batch symbol (b1 as 1/8 byte)."""
+    n = 1
+    for d in t.shape:
+        n *= d if isinstance(d, int) else 1
+    return n * (t.dtype.bits / 8)
+
+
+def _recomputable(op: Op) -> bool:
+    d = lookup(op.name)
+    if d.updates or {"loss", "gradient", "optimizer"} & d.traits or len(op.results) != 1:
+        return False
+    inputs = sum(_bytes_per_sample(o.type) for o in op.operands if not isinstance(o, Param))
+    return _bytes_per_sample(op.results[0].type) >= RATIO * inputs
+
+
+@register_pass
+class Rematerialize(Pass):
+    name = "rematerialize"
+    options = {"func": Option(str, "train_step", "the function to rewrite")}
+
+    def run(self, module: Module) -> bool:
+        fn = module.function(self.opts["func"])
+        loss_at = next((i for i, op in enumerate(fn.ops) if "loss" in lookup(op.name).traits), None)
+        if loss_at is None:
+            return False
+        producers = {id(op.results[0]): op for op in fn.ops[:loss_at] if _recomputable(op)}
+        names = {v.name for v in fn.values()}
+        out: list[Op] = list(fn.ops[:loss_at + 1])
+        again: dict[int, Value] = {}  # one copy per value, before its first use after the loss
+        for op in fn.ops[loss_at + 1:]:
+            for pos, o in enumerate(op.operands):
+                src = producers.get(id(o))
+                if src is None:
+                    continue
+                if id(o) not in again:
+                    clone = Op(src.name, list(src.operands), [Value(_fresh(f"{o.name}.again", names), o.type)],
+                               dict(src.attrs), src.loc)
+                    out.append(clone)
+                    again[id(o)] = clone.results[0]
+                op.operands[pos] = again[id(o)]
+            out.append(op)
+        fn.ops = out
+        return bool(again)
+
+
+def _fresh(base: str, names: set[str]) -> str:
+    name, k = base, 1
+    while name in names:
+        k += 1
+        name = f"{base}{k}"
+    names.add(name)
+    return name

@@ -1,0 +1,137 @@
+"""Single-op cases of the gradient and loss ops for the C backend tests
+(tests/test_backend_train_ops.py runs them; test_backend_ops.py counts them as covered).
+
+Same conventions as test_backend_ops.op_cases: (name, op, inputs, params, attrs),
+inputs with a batch of BATCH; odd channel counts, strides, padding, dilation, groups,
+b1 / f32 / integer operands, both signs of ``scale`` (xor negates the signals).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BATCH = 6
+
+
+def _bits(rng, *shape):
+    return rng.random(shape) < 0.5
+
+
+def _floats(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _ints(rng, dtype, *shape, lo, hi):
+    return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+
+
+def _out_hw(h, w, k, s, p, d):
+    oh = (h + p[0] + p[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    return oh, (w + p[1] + p[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+
+
+def train_op_cases():
+    rng = np.random.default_rng(4321)
+    B = BATCH
+    cases = []
+
+    def add(op, inputs, params=(), attrs=None):
+        cases.append((f"t{len(cases)}_{op}", op, inputs, list(params), attrs or {}))
+
+    # linear layers: b1 / f32 weights, b1 / f32 / int inputs, word boundaries, rank 3
+    for k, m, wbits in [(63, 7, True), (64, 33, True), (65, 100, False), (130, 1, True), (300, 70, False)]:
+        w = _bits(rng, m, k) if wbits else _floats(rng, m, k)
+        add("linear_grad_x", [_floats(rng, B, m)], [w], {"scale": -1.0 if k % 2 else 0.25})
+    add("linear_grad_x", [_floats(rng, B, 3, 9)], [_bits(rng, 9, 70)])
+    for k, m, kind in [(63, 7, "b1"), (65, 33, "f32"), (200, 40, "b1"), (9, 10, "i16")]:
+        if kind == "b1":
+            x = _bits(rng, B, k)
+        elif kind == "f32":
+            x = _floats(rng, B, k)
+        else:
+            x = _ints(rng, np.int16, B, k, lo=-300, hi=300)
+        add("linear_grad_w", [_floats(rng, B, m), x], attrs={"scale": -1.0 if kind == "b1" else 1.0})
+    add("linear_grad_w", [_floats(rng, B, 2, 5), _bits(rng, B, 2, 70)])
+    # convolutions: C, H, W, M, k, stride, pad, dilation, groups
+    geoms = [
+        (3, 7, 5, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+        (65, 5, 7, 33, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+        (17, 9, 8, 9, (3, 2), (2, 1), (2, 0, 1, 1), (2, 1), 1),
+        (12, 6, 6, 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4),
+        (40, 4, 4, 70, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    ]
+    for i, (c, h, w, m, k, s, p, d, g) in enumerate(geoms):
+        oh, ow = _out_hw(h, w, k, s, p, d)
+        geo = {"stride": list(s), "pad": list(p), "dilation": list(d), "groups": g}
+        wt = _bits(rng, m, c // g, *k) if i % 2 == 0 else _floats(rng, m, c // g, *k)
+        add("conv2d_grad_x", [_floats(rng, B, m, oh, ow)], [wt], {**geo, "input_hw": [h, w], "scale": -0.5})
+        x = _bits(rng, B, c, h, w) if i != 2 else _floats(rng, B, c, h, w)
+        add("conv2d_grad_w", [_floats(rng, B, m, oh, ow), x],
+            attrs={**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0, "scale": 1.0 if i else -1.0})
+    add("conv2d_grad_w", [_floats(rng, B, 6, 4, 4), _ints(rng, np.int8, B, 4, 4, 4, lo=-9, hi=9)],
+        attrs={"kernel": [3, 3], "pad": [1, 1, 1, 1]})
+    # threshold backward: modes, integer / float pre-activations, per-channel tau and ge
+    for mode in ("tanh", "box", "bireal"):
+        add("threshold_grad", [_floats(rng, B, 70, 3, 3), _ints(rng, np.int16, B, 70, 3, 3, lo=-40, hi=40)],
+            attrs={"mode": mode, "alpha": 0.05})
+    add("threshold_grad", [_floats(rng, B, 33), _ints(rng, np.int8, B, 33, lo=-9, hi=9)],
+        attrs={"alpha": 0.3, "tau": 2})
+    add("threshold_grad", [_floats(rng, B, 10, 2, 2), _floats(rng, B, 10, 2, 2)],
+        [_floats(rng, 10), _bits(rng, 10)], {"alpha": 0.7})
+    add("threshold_grad", [_floats(rng, B, 9), _ints(rng, np.int32, B, 9, lo=-99, hi=99)],
+        [_ints(rng, np.int32, 9, lo=-20, hi=20)], {"mode": "bireal", "alpha": 0.02})
+    add("threshold_grad", [_floats(rng, B, 70, 2, 3), _ints(rng, np.int16, B, 70, 2, 3, lo=-300, hi=300)],
+        [_ints(rng, np.int16, 70, lo=-9, hi=9), _bits(rng, 70)], {"alpha": 0.01})
+    add("threshold_grad", [_floats(rng, B, 5, 4), _ints(rng, np.int16, B, 5, 4, lo=-30, hi=30)],
+        [_ints(rng, np.int8, 5, lo=-3, hi=3)], {"alpha": 0.1})  # rank 3: channels not the last axis
+    add("threshold_grad", [_floats(rng, B, 12), _ints(rng, np.int32, B, 12, lo=-2**30, hi=2**30)],
+        attrs={"alpha": 1e-9})  # keys too far apart for the table: computed one by one
+    # float activations
+    add("relu_grad", [_floats(rng, B, 4, 3, 3), _floats(rng, B, 4, 3, 3)])
+    add("leaky_relu_grad", [_floats(rng, B, 9), _floats(rng, B, 9)], attrs={"alpha": 0.2})
+    add("clip_grad", [_floats(rng, B, 5, 2, 2), _floats(rng, B, 5, 2, 2) * 2], attrs={"min": -0.5, "max": 1.0})
+    add("sigmoid_grad", [_floats(rng, B, 11), np.abs(_floats(rng, B, 11)) % 1])
+    add("tanh_grad", [_floats(rng, B, 3, 2, 2), np.tanh(_floats(rng, B, 3, 2, 2))])
+    add("prelu_grad_x", [_floats(rng, B, 6, 3, 3), _floats(rng, B, 6, 3, 3)], [_floats(rng, 6, 1, 1)])
+    add("prelu_grad_slope", [_floats(rng, B, 6, 3, 3), _floats(rng, B, 6, 3, 3)], [_floats(rng, 6, 1, 1)])
+    add("softmax_grad", [_floats(rng, B, 10), np.abs(_floats(rng, B, 10)) / 5])
+    add("softmax_grad", [_floats(rng, B, 6, 2, 3), np.abs(_floats(rng, B, 6, 2, 3)) / 6], attrs={"axis": 1})
+    add("log_softmax_grad", [_floats(rng, B, 10), -np.abs(_floats(rng, B, 10))])
+    # pooling
+    add("maxpool2d_grad", [_floats(rng, B, 70, 3, 3), _bits(rng, B, 70, 7, 7)], attrs={"kernel": [2, 2],
+                                                                                     "stride": [2, 2]})
+    add("maxpool2d_grad", [_floats(rng, B, 5, 4, 4), _floats(rng, B, 5, 7, 7)],
+        attrs={"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1, 1, 1], "ceil_mode": True})
+    add("maxpool2d_grad", [_floats(rng, B, 9, 3, 2), _ints(rng, np.int16, B, 9, 6, 6, lo=-3, hi=3)],
+        attrs={"kernel": [2, 3], "stride": [2, 2], "dilation": [1, 2], "ceil_mode": True})
+    add("avgpool2d_grad", [_floats(rng, B, 4, 4, 4)], attrs={"kernel": [3, 3], "stride": [2, 2],
+                                                             "pad": [1, 1, 1, 1], "input_hw": [7, 7]})
+    add("avgpool2d_grad", [_floats(rng, B, 3, 4, 4)], attrs={"kernel": [3, 3], "stride": [2, 2],
+                                                             "pad": [1, 1, 1, 1], "count_include_pad": True,
+                                                             "ceil_mode": True, "input_hw": [6, 6]})
+    add("global_avgpool_grad", [_floats(rng, B, 9, 1, 1)], attrs={"input_hw": [5, 3]})
+    # normalisation, reductions, shapes
+    add("batchnorm_grad_x", [_floats(rng, B, 7, 3, 3)], [_floats(rng, 7), np.abs(_floats(rng, 7)) + 0.1])
+    add("batchnorm_grad_scale", [_floats(rng, B, 7, 3, 3), _floats(rng, B, 7, 3, 3)],
+        [_floats(rng, 7), np.abs(_floats(rng, 7)) + 0.1], {"epsilon": 1e-3})
+    add("channel_sum", [_floats(rng, B, 70, 3, 3)])
+    add("channel_sum", [_floats(rng, B, 33)], attrs={"axis": -1})
+    add("sum_to", [_floats(rng, B, 6, 2, 2)], attrs={"shape": [6, 1, 1]})
+    add("sum_to", [_floats(rng, B, 5, 4)], attrs={"shape": [4]})
+    add("slice_axis", [_floats(rng, B, 7, 3, 3)], attrs={"axis": 1, "start": 2, "stop": 6})
+    add("slice_axis", [_floats(rng, B, 9)], attrs={"axis": 1, "start": 0, "stop": 4})
+    # losses and their gradients (labels in range; "sum" and "mean")
+    for red in ("mean", "sum"):
+        logits = _floats(rng, B, 10) * 3
+        labels = rng.integers(0, 10, B).astype(np.int32)
+        add("softmax_xent", [logits, labels], attrs={"reduction": red})
+        add("softmax_xent_grad", [logits, labels], attrs={"reduction": red})
+        for loss in ("mse", "l1"):
+            p, t = _floats(rng, B, 3, 2, 2), _floats(rng, B, 3, 2, 2)
+            t[0, 0, 0, 0] = p[0, 0, 0, 0]  # a zero difference (l1's sign is 0 there)
+            add(loss, [p, t], attrs={"reduction": red})
+            add(f"{loss}_grad", [p, t], attrs={"reduction": red})
+    return cases
+
+
+TRAIN_CASES = train_op_cases()
