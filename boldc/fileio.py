@@ -16,15 +16,22 @@ from boldc.ir.parser import parse
 from boldc.ir.printer import dumps
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it:
-    readers see the old file or the new one, never half of one."""
-    path = Path(path)
+def check_output_file(path: Path) -> Path:
+    """Refuse an output path that is a directory or whose directory does not exist (one
+    line naming it); return the directory the file goes into."""
     if path.is_dir():
         raise ArtefactError(f"{path}: is a directory; give a file name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise ArtefactError(f"{path}: directory {parent} does not exist")
+    return parent
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync, then rename over it:
+    readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    parent = check_output_file(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)

@@ -56,7 +56,7 @@ def test_exported_folder_builds_and_prints_what_infer_returns(cli, tmp_path, arc
     bir = GOLDEN / "boolean_cnn.bir"
     out = _export(cli, tmp_path, bir, "--max-batch", "4")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin", "boldc_rt.h",
+        [".boldc-export", "Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin", "boldc_rt.h",
          "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c"])
     _make(out, f"CFLAGS={STRICT}", f"ARCH={arch}")
     x = np.random.default_rng(0).standard_normal((7, 1, 8, 8)).astype("<f4")
@@ -85,6 +85,25 @@ def test_export_of_a_boolean_output_model_and_batch_chunks(cli, tmp_path):
     run = _run(out, "x.bin")
     assert run.returncode == 0, run.stderr
     assert np.array_equal(_parse(run.stdout)[0].astype(bool), boldc.interpret(m, x))
+
+
+def test_export_of_a_fixed_batch_model(cli, tmp_path):
+    """The digits CNN converted with a fixed input shape 3x1x8x8 (no batch symbol): one
+    call computes all three samples, and main prints each output on one line."""
+    m = boldc.convert(EXAMPLES / "digits_cnn.onnx", input_shapes={"x": [3, 1, 8, 8]})
+    bir = tmp_path / "fixed.bir"
+    boldc.save(m, bir)
+    out = _export(cli, tmp_path, bir)
+    _make(out, f"CFLAGS={STRICT}")
+    x = np.random.default_rng(6).standard_normal((3, 1, 8, 8)).astype("<f4")
+    x.tofile(out / "x.bin")
+    run = _run(out, "x.bin")
+    assert run.returncode == 0, run.stderr
+    got = _parse(run.stdout)[0]
+    assert got.shape == (1, 30), "one line with the whole [3, 10] output"
+    want = boldc.interpret(m, x)
+    assert float_close(got.reshape(3, 10).astype(np.float32), want)
+    assert np.array_equal(got.reshape(3, 10).astype(np.float32), boldc.compile(m).infer(x))
 
 
 def test_sanitized_build_runs_clean(cli, tmp_path):
@@ -185,3 +204,74 @@ def test_exported_training_program_matches_compiled_model(cli, tmp_path):
     bad = subprocess.run(["./model_train", "1", "o.ckpt", "x.bin", "bad_y.bin"], cwd=out, capture_output=True,
                          text=True, timeout=600)
     assert bad.returncode == 2 and "label is out of range" in bad.stderr and not (out / "o.ckpt").exists()
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_force_replaces_only_an_export_or_an_empty_folder(cli, tmp_path):
+    bir = GOLDEN / "boolean_mlp.bir"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    code, _, err = cli("compile", bir, "-o", mine, "--force")
+    _one_line_error(code, err, str(mine), "neither")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("compile", bir, "-o", empty, "--force")[0] == 0 and (empty / ".boldc-export").is_file()
+    code, _, err = cli("compile", bir, "-o", empty, "--force", "--name", "other")
+    assert code == 0 and (empty / "other.c").exists() and not (empty / "model.c").exists(), err
+
+
+def test_folder_write_errors_are_one_line(cli, tmp_path, monkeypatch):
+    """An OS error while writing or renaming the folder: one line naming it, the old
+    folder left as it was, no temp folder left behind."""
+    bir = GOLDEN / "boolean_mlp.bir"
+    out = _export(cli, tmp_path, bir)
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.chdir(out)
+    code, _, err = cli("compile", bir, "-o", ".", "--force")  # renaming "." away: EBUSY or EINVAL
+    _one_line_error(code, err, ".: cannot write the folder")
+    assert sorted(p.name for p in out.iterdir()) == before
+    monkeypatch.chdir(tmp_path)
+    if Path("/proc/self").is_dir():  # Linux: a directory in which nobody can create a folder
+        code, _, err = cli("compile", bir, "-o", "/proc/boldc_out")
+        _one_line_error(code, err, "/proc/boldc_out: cannot write the folder")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--name", "main"], "taken by a file of the exported folder (main.c, main.o)"),
+    (["--name", "Makefile"], "taken by a file of the exported folder (Makefile)"),
+    (["--name", "train_main", "--train"], "train_main.c"),
+    (["--name", "bd_float"], "taken by the boldc runtime"),
+    (["--name", "boldc_rt"], "taken by the boldc runtime"),
+    (["--name", "bd"], "taken by the boldc runtime"),
+    (["--name", "my model"], "must be a C identifier"),
+    (["--name", "static"], "must be a C identifier"),
+    (["--name", "_model"], "must be a C identifier"),
+    (["--max-batch", "3000000000"], "max_batch must be in 1..65536"),
+    (["--threads", "5000"], "threads must be in 1..1024"),
+])
+def test_bad_names_and_bounds_are_refused(cli, tmp_path, args, needle):
+    code, _, err = cli("compile", GOLDEN / "boolean_mlp.bir", "-o", tmp_path / "out", *args)
+    _one_line_error(code, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_arena_over_the_limit_is_refused_with_its_size(cli, tmp_path):
+    m = boldc.Module()
+    fb = boldc.FunctionBuilder(m, "forward", [("x", boldc.tensor("f32", "N", 4, 256, 256))])
+    fb.ret(fb.op("relu", [fb.args[0]]))
+    bir = tmp_path / "big.bir"
+    boldc.save(m, bir)
+    code, _, err = cli("compile", bir, "-o", tmp_path / "out", "--max-batch", "65536")
+    _one_line_error(code, err, "the arena would take", "GiB", "max_batch=65536")
+    with pytest.raises(boldc.BoldcError, match=r"arena would take [\d,]+ bytes \(\d+\.\d GiB\)"):
+        boldc.compile(m, max_batch=65536)
+    with pytest.raises(boldc.BoldcError, match="max_batch must be in"):
+        boldc.compile(m, max_batch=2**31)

@@ -77,6 +77,21 @@ def test_converted_large_models(large_models, name, batch, variant):
     assert not flips, f"float rounding flipped a threshold: {flips}"
 
 
+@pytest.mark.parametrize("variant", ["simd", "portable"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_digits_cnn_with_a_fixed_batch(batch, variant):
+    """Converted with a fixed input shape (no batch symbol): every sample is computed,
+    not only the first (the kernels take the batch from the shapes)."""
+    m = boldc.convert(EXAMPLES / "digits_cnn.onnx", input_shapes={"x": [batch, 1, 8, 8]})
+    assert m.function().args[0].type.is_static
+    cm = compile_variant(m, variant)
+    x = _input(m, batch, seed=4)
+    problems = check_all(m, cm, "forward", [x])
+    assert not problems, "; ".join(problems)
+    want = boldc.interpret(m, x)
+    np.testing.assert_allclose(cm.infer(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_digits_cnn_accuracy_path_is_bit_exact_on_real_digits():
     """The shipped digits CNN on the real digits images: the outputs (float logits from
     Boolean features) agree with the interpreter, and so do the predicted classes."""
@@ -179,6 +194,35 @@ def test_user_errors(cnn, monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "no-such-compiler-here")
     with pytest.raises(BoldcError, match="no C compiler found"):
         boldc.compile(cnn, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("how", ["env", "argument"])
+def test_an_unusable_build_cache_is_one_error_naming_it(cnn, monkeypatch, tmp_path, how):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cache = blocker / "cache"  # under a regular file: cannot be created, even by root
+    if how == "env":
+        monkeypatch.setenv("BOLDC_CACHE_DIR", str(cache))
+        kwargs = {}
+    else:
+        kwargs = {"cache_dir": cache}
+    # a name no other test builds, so that no extension of this process is reused
+    with pytest.raises(BoldcError, match="cannot write the build cache") as info:
+        boldc.compile(cnn, name=f"cache_probe_{how}", **kwargs)
+    message = str(info.value)
+    assert str(cache) in message and ("BOLDC_CACHE_DIR" if how == "env" else "cache_dir") in message
+    assert "\n" not in message
+
+
+def test_buffers_that_cannot_be_allocated_are_one_error(monkeypatch):
+    from boldc.backend import model
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(model.np, "empty", no_memory)
+    with pytest.raises(BoldcError, match="cannot allocate 5,000,000,000 bytes .* smaller max_batch"):
+        model._aligned(5_000_000_000)
 
 
 def test_ops_without_c_say_which_pass_to_run(cnn, monkeypatch):

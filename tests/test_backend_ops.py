@@ -156,6 +156,17 @@ def op_cases():
     add("reshape", [_bits(rng, B, 6, 20)], attrs={"shape": ["N", 120]})
     add("reshape", [_floats(rng, B, 24)], attrs={"shape": ["N", 2, 3, 4]})
     add("reshape", [_bits(rng, B, 130)], attrs={"shape": ["N", 65, 2, 1]})
+    # reshapes between dense row-major ranks (2, 3) are one copy of the element count
+    add("reshape", [_floats(rng, B, 3, 4)], attrs={"shape": ["N", 12]})
+    add("reshape", [_floats(rng, B, 12)], attrs={"shape": ["N", 4, 3]})
+    add("reshape", [_ints(rng, np.int16, B, 2, 6)], attrs={"shape": ["N", 3, 4]})
+    add("reshape", [_floats(rng, B, 2, 3, 4)], attrs={"shape": ["N", 6, 4]})
+    add("reshape", [_floats(rng, B, 2, 3, 4)], attrs={"shape": ["N", 4, 3, 2]})
+    add("reshape", [_bits(rng, B, 3, 70)], attrs={"shape": ["N", 7, 30]})
+    add("reshape", [_bits(rng, B, 70, 3)], attrs={"shape": ["N", 210]})
+    add("flatten", [_floats(rng, B, 3, 4)])
+    add("flatten", [_ints(rng, np.int8, B, 2, 3)])
+    add("flatten", [_bits(rng, B, 3, 70)])
     add("concat", [_bits(rng, B, 70, 2, 2), _bits(rng, B, 3, 2, 2), _bits(rng, B, 64, 2, 2)])
     add("concat", [_floats(rng, B, 2, 3, 3), _floats(rng, B, 2, 3, 1)], attrs={"axis": 3})
     add("concat", [_ints(rng, np.int8, B, 5), _ints(rng, np.int8, B, 7)], attrs={"axis": -1})
@@ -172,11 +183,43 @@ def op_cases():
 CASES = op_cases()
 
 
+def static_cases():
+    """Cases with a fixed batch (no symbolic dim: the generated function runs with
+    n = 1, so the kernels must take the batch from the shapes): batch 1 and 3."""
+    rng = np.random.default_rng(99)
+    cases = []
+
+    def add(op, inputs, params=(), attrs=None):
+        cases.append((f"s{len(cases)}_{op}_b{inputs[0].shape[0]}", op, inputs, list(params), attrs or {}))
+
+    for b in (1, 3):
+        add("conv2d", [_floats(rng, b, 3, 6, 5)], [_floats(rng, 7, 3, 3, 3), _floats(rng, 7)], {"pad": [1, 1, 1, 1]})
+        add("bconv2d", [_bits(rng, b, 70, 5, 5)], [_bits(rng, 9, 70, 3, 3)],
+            {"pad": [1, 1, 1, 1], "pad_mode": "neutral"})
+        add("mconv2d", [_floats(rng, b, 5, 4, 4)], [_bits(rng, 6, 5, 3, 3)], {"stride": [2, 2]})
+        add("maxpool2d", [_floats(rng, b, 5, 6, 6)], attrs={"kernel": [2, 2], "stride": [2, 2]})
+        add("bmaxpool2d", [_bits(rng, b, 70, 5, 5)], attrs={"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1, 1, 1]})
+        add("avgpool2d", [_floats(rng, b, 4, 6, 6)], attrs={"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1, 1, 1]})
+        add("global_avgpool", [_floats(rng, b, 9, 3, 3)])
+        add("global_maxpool", [_bits(rng, b, 70, 3, 3)])
+        add("linear", [_floats(rng, b, 37)], [_floats(rng, 10, 37), _floats(rng, 10)])
+        add("blinear", [_bits(rng, b, 130)], [_bits(rng, 33, 130)])
+        add("threshold", [_ints(rng, np.int16, b, 70, 3, 3, lo=-20, hi=20)])
+        add("flatten", [_bits(rng, b, 70, 3, 3)])
+        add("reshape", [_floats(rng, b, 3, 4)], attrs={"shape": [b, 12]})
+    return cases
+
+
+STATIC_CASES = static_cases()
+
+
 @pytest.fixture(scope="module")
 def cases_module():
     m = boldc.Module()
     for name, op, inputs, params, attrs in CASES:
         single_op(op, inputs, params, attrs, module=m, fname=name)
+    for name, op, inputs, params, attrs in STATIC_CASES:
+        single_op(op, inputs, params, attrs, module=m, fname=name, batch_symbolic=False)
     return m
 
 
@@ -201,3 +244,12 @@ def test_op_matches_interpreter(case, compiled, cases_module):
     for batch in (1, BATCH):
         problems = check_all(cases_module, cm, name, [x[:batch] for x in inputs])
         assert not problems, f"[{variant}, batch {batch}] " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("case", range(len(STATIC_CASES)), ids=[c[0] for c in STATIC_CASES])
+def test_fixed_batch_op_matches_interpreter(case, compiled, cases_module):
+    variant, cm = compiled
+    name, _, inputs, _, _ = STATIC_CASES[case]
+    assert cases_module.function(name).args[0].type.is_static  # no batch symbol: the C runs with n = 1
+    problems = check_all(cases_module, cm, name, inputs)
+    assert not problems, f"[{variant}, fixed batch {inputs[0].shape[0]}] " + "; ".join(problems)

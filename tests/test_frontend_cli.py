@@ -50,6 +50,13 @@ def test_no_lower_writes_the_float_import(cli, tmp_path):
     assert boldc.dumps(boldc.load(out)) == boldc.dumps(boldc.import_onnx(CNN))
 
 
+def test_seed_without_random_init_is_refused(cli, tmp_path):
+    """--seed has no effect with --init sign: refused, not silently ignored."""
+    code, _, stderr = cli("convert", CNN, "-o", tmp_path / "m.bir", "--seed", "3")
+    assert code == 2 and "--seed only seeds --init random" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.bir").exists()
+
+
 def test_default_output_name(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = cli("convert", MLP)

@@ -14,17 +14,19 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     """Compile functions of ``module`` to C, build them with cffi and load them.
 
     - ``max_batch``: the arena is planned for this batch (default 32, or 64 with
-      ``train``); ``infer`` splits larger ones, a training step takes at most this many.
+      ``train``; 1..65536, and the arena at most 4 GiB); ``infer`` splits larger ones,
+      a training step takes at most this many.
     - ``isa``: "native" (this machine's instruction set; the AVX-512 VPOPCNTDQ kernels
       when it has them, else the portable ones, picked at build time), "avx512",
       "avx2" (portable kernels built for AVX2 + popcnt), or "portable" (no -m flag).
     - ``popcount``: "builtin" (the compiler's) or "portable" (bit-twiddling C).
-    - ``threads``: the most threads the kernels may use; > 1 builds with OpenMP.
+    - ``threads``: the most threads the kernels may use (1..1024); > 1 builds with OpenMP.
       ``CompiledModel.set_threads`` picks the number per call (default 1).
     - ``trace``: give every intermediate its own arena bytes so that
       ``CompiledModel.trace`` returns every value (tests compare them with the
       interpreter).
-    - ``name``: C prefix of the generated symbols.
+    - ``name``: C prefix of the generated symbols (a C identifier; not ``bd``, ``bd_*``
+      or ``boldc_rt``, which the runtime owns).
     - ``functions``: names of the functions to compile (default: @forward only, or
       @forward and @train_step with ``train``).
     - ``cache_dir``: build cache (default ``$BOLDC_CACHE_DIR``, else the user's cache

@@ -78,6 +78,18 @@ def cache_root() -> Path:
     return Path(base) / "boldc"
 
 
+def _cache_error(root: Path, given: bool, exc: OSError) -> BoldcError:
+    """One line naming the cache folder, where it came from and what to do."""
+    if given:
+        source = "cache_dir"
+    elif os.environ.get("BOLDC_CACHE_DIR"):
+        source = "BOLDC_CACHE_DIR"
+    else:
+        source = "the default build cache (XDG_CACHE_HOME or ~/.cache)"
+    return BoldcError(f"cannot write the build cache {root} ({source}): {exc.strerror or exc}; set "
+                      "BOLDC_CACHE_DIR to a writable directory")
+
+
 def find_compiler() -> str:
     """The C compiler cffi will use (CC, else Python's configured one), or a BoldcError."""
     cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc")
@@ -155,8 +167,11 @@ def build_extension(prefix: str, model_c: str, model_h: str, cdef: str, flags: l
     final = root / key
     so = _find_so(final, modname)
     if so is None:
-        root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=root))
+        except OSError as exc:
+            raise _cache_error(root, bool(cache_dir), exc) from None
         try:
             src = work / "src"
             src.mkdir()

@@ -57,6 +57,13 @@ class CTensor:
     def dim(self, axis: int):
         return self.shape[axis]
 
+    @property
+    def lead(self) -> str:
+        """C expression of the leading (batch) dim: its size when static, else ``n``
+        (this call's batch). Kernels size their batch loops with it, never with ``n``
+        alone: a function without a symbolic dim runs with ``n`` = 1."""
+        return _dim_expr(self.shape[0])
+
     def numel_expr(self) -> str:
         return cmul(*self.shape)
 
@@ -188,12 +195,15 @@ def map_body(out: CTensor, expr: Callable[[list[str]], str], parallel: bool = Tr
 
 def copy_body(dst: CTensor, src: CTensor, src_index: Callable[[list[str]], list[str]] | None = None) -> str:
     """``dst`` gets ``src``'s elements (index mapped by ``src_index``, default the
-    same index), converting storage but not values (same dtype)."""
-    if src_index is None and dst.layout.same_storage(src.layout) and dst.shape == src.shape:
+    same index), converting storage but not values (same dtype). Without
+    ``src_index``, layouts with the same storage (``Layout.same_storage``: the same
+    row-major order, so possibly other shapes of the same elements, as in a reshape)
+    are one memcpy of the element count; otherwise the shapes must be equal."""
+    if src_index is None and dst.layout.same_storage(src.layout):
         return f"memcpy({dst.name}, {src.name}, sizeof({dst.ctype}) * (size_t)({dst.layout.count_expr()}));\n"
+    if src_index is None and dst.shape != src.shape:
+        raise ValueError(f"copy_body: {dst.layout} from {src.layout} needs an index map")
     get = src_index or (lambda idx: idx)
-    if dst.dtype.is_bool:
-        return map_body(dst, lambda idx: src.load(get(idx)))
     return map_body(dst, lambda idx: src.load(get(idx)))
 
 

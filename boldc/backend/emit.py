@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from numbers import Integral
 
 from boldc import __version__
 from boldc.backend.ckernel import CKernel, COp, CTensor, EmitError, copy_body
@@ -32,6 +33,11 @@ C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "
               "volatile", "while"}
 
 
+MAX_BATCH_LIMIT = 65536  # the C code counts samples in an int; larger batches belong in several calls
+MAX_THREADS_LIMIT = 1024
+MAX_ARENA_BYTES = 4 << 30  # one arena larger than this is a mistake (a max_batch too large), not a plan
+
+
 @dataclass
 class Options:
     """Emission options (``boldc.compile`` documents them)."""
@@ -43,12 +49,21 @@ class Options:
     functions: tuple[str, ...] | None = None  # functions to emit (None: all of the module's)
 
     def check(self) -> None:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name) or self.name in C_KEYWORDS:
-            raise EmitError(f"model name '{self.name}' must be a C identifier")
-        if self.max_batch < 1:
-            raise EmitError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.max_threads < 1:
-            raise EmitError(f"max_threads must be >= 1, got {self.max_threads}")
+        from boldc.backend.build import RUNTIME_FILES
+
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", self.name) or self.name in C_KEYWORDS:
+            raise EmitError(f"model name '{self.name}' must be a C identifier (a letter, then letters, digits "
+                            "or _; not a C keyword)")
+        # the runtime owns the bd_/BD_ symbols and its files' names (bd_weights_image, boldc_rt.h, ...)
+        files = sorted({f.rsplit(".", 1)[0] for f in RUNTIME_FILES if not f.startswith("bd_")})
+        if self.name.lower() == "bd" or self.name.lower().startswith("bd_") or self.name in files:
+            raise EmitError(f"model name '{self.name}' is taken by the boldc runtime (bd, bd_*, "
+                            f"{', '.join(files)}): choose another")
+        if not (isinstance(self.max_batch, Integral) and 1 <= self.max_batch <= MAX_BATCH_LIMIT):
+            raise EmitError(f"max_batch must be in 1..{MAX_BATCH_LIMIT}, got {self.max_batch} (a larger batch "
+                            "runs as several calls)")
+        if not (isinstance(self.max_threads, Integral) and 1 <= self.max_threads <= MAX_THREADS_LIMIT):
+            raise EmitError(f"threads must be in 1..{MAX_THREADS_LIMIT}, got {self.max_threads}")
 
 
 @dataclass
@@ -348,6 +363,10 @@ class Emitter:
             texts.append(text)
         arena = max((f.arena_bytes for f in functions.values()), default=0)
         arena = max(arena, 64)
+        if arena > MAX_ARENA_BYTES:
+            raise EmitError(f"the arena would take {arena:,} bytes ({arena / 2**30:.1f} GiB) for "
+                            f"max_batch={self.options.max_batch}, more than the limit of {MAX_ARENA_BYTES >> 30} "
+                            "GiB: use a smaller max_batch")
         prefix = self.options.name
         ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "functions": texts,
                "scratch_checks": self.scratch_checks, "input_checks": [_c_string(m) for m in self.input_checks],

@@ -81,7 +81,7 @@ def bconv2d(cop: COp) -> CKernel:
     scratch = (_r(8 * g["groups"] * k * mgp) + (_r(4 * g["M"] * taps) if neutral else 0) + _r(4 * g["M"])
                + cop.max_threads * (_r(8 * CHUNK * k) + _r(4 * CHUNK * mgp)))
     return _kernel("boolean.c.j2", "bconv2d", "bd_bconv", fields, scratch, "bd_bconv2d_scratch",
-                   bias=_optional(cop, 2))
+                   bias=_optional(cop, 2), batch=cop.ins[0].lead)
 
 
 def rows_of(t: CTensor) -> str:
@@ -113,7 +113,7 @@ def fconv2d(cop: COp, sign: int = 1) -> CKernel:
     kf = g["kh"] * g["kw"] * cg
     scratch = _r(4 * g["groups"] * kf * _up(mg, FM)) + cop.max_threads * _r(4 * FCHUNK * kf)
     return _kernel("float.c.j2", "fconv2d", "bd_fconv", fields, scratch, "bd_fconv2d_scratch",
-                   bias=_optional(cop, 2))
+                   bias=_optional(cop, 2), batch=cop.ins[0].lead)
 
 
 def flinear(cop: COp, sign: int = 1) -> CKernel:
@@ -316,7 +316,7 @@ def pool(cop: COp, mode: str) -> CKernel:
     _, c, h, w = x.shape
     _, _, oh, ow = y.shape
     dil = a.get("dilation", [1, 1])
-    g = {"C": c, "H": h, "W": w, "OH": oh, "OW": ow, "kh": a["kernel"][0], "kw": a["kernel"][1],
+    g = {"N": x.lead, "C": c, "H": h, "W": w, "OH": oh, "OW": ow, "kh": a["kernel"][0], "kw": a["kernel"][1],
          "sh": a["stride"][0], "sw": a["stride"][1], "dh": dil[0], "dw": dil[1], "pt": a["pad"][0],
          "pl": a["pad"][1], "pb": a["pad"][2], "pr": a["pad"][3], "CS": y.layout.storage_dims[-1],
          "XS": x.layout.storage_dims[-1]}
@@ -334,7 +334,7 @@ def global_pool(cop: COp, mode: str) -> CKernel:
     if mode == "max" and x.dtype.is_bool:
         mode = "or"
     init = "-HUGE_VALF" if x.dtype.is_float else (f"({x.ctype}){x.dtype.int_range[0]}" if x.dtype.is_int else "0")
-    return CKernel("pool.c.j2", "global_pool", {"C": c, "HW": h * w, "mode": mode, "init": init})
+    return CKernel("pool.c.j2", "global_pool", {"N": x.lead, "C": c, "HW": h * w, "mode": mode, "init": init})
 
 
 def transpose(cop: COp, perm: list[int]) -> CKernel:

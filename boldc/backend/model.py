@@ -26,7 +26,11 @@ ERRORS = {1: "batch size out of range", 2: "kernel scratch larger than planned (
 
 def _aligned(nbytes: int) -> np.ndarray:
     """A 64-byte-aligned zeroed buffer whose pages are touched now, not on the first call."""
-    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    try:
+        raw = np.empty(nbytes + 64, dtype=np.uint8)
+    except MemoryError:
+        raise BoldcError(f"cannot allocate {nbytes:,} bytes for the compiled model's buffers (compile with a "
+                         "smaller max_batch)") from None
     raw.fill(0)
     start = (-raw.ctypes.data) % 64
     return raw[start:start + nbytes]

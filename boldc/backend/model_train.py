@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from boldc.errors import ArtefactError, BoldcError, InterpretError
+from boldc.fileio import check_output_file
 from boldc.ops.registry import lookup
 
 CK_MODEL, CK_META, CK_OPEN = 8, 9, 1  # runtime BD_CK_* codes the messages refine
@@ -126,11 +127,7 @@ class TrainingMixin:
         """Write every param (weights and optimizer state) to ``path``, atomically, with the
         C runtime; ``meta`` (JSON) is stored alongside (docs/training.md)."""
         path = Path(path)
-        if path.is_dir():
-            raise ArtefactError(f"{path}: is a directory; give a file name")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise ArtefactError(f"{path}: directory {parent} does not exist")
+        check_output_file(path)
         raw = json.dumps(meta, sort_keys=True).encode("utf-8") if meta else b""
         rc = getattr(self._lib, f"{self._prefix}_checkpoint_save")(
             self._ctx, os.fsencode(path), raw if raw else self._ffi.NULL, len(raw))

@@ -17,11 +17,12 @@ TRAIN_ONLY = ("eta", "lr", "schedule", "total_steps", "freeze_float")
 @click.option("--name", default="model", show_default=True,
               help="C prefix of the generated symbols and files.")
 @click.option("--max-batch", type=click.IntRange(min=1),
-              help="Largest batch one call handles (the arena is planned for it) [default: 1, or 64 with --train].")
+              help="Largest batch one call handles, up to 65536 (the arena, at most 4 GiB, is planned for it) "
+                   "[default: 1, or 64 with --train].")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
               help="Threads the kernels may use; > 1 needs OpenMP (make OPENMP=-fopenmp).")
 @click.option("--func", default="forward", show_default=True, help="Function the example main.c runs.")
-@click.option("--force", is_flag=True, help="Replace the output folder if it exists.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it is an earlier export (or empty).")
 @click.option("--train", is_flag=True,
               help="Also emit the training step (built by autodiff and insert-optimizer when FILE has none), "
                    "the checkpoint functions and an example training program (train_main.c).")

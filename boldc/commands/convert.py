@@ -35,7 +35,7 @@ def _status(console, text: str):
                    "(0-based, negative from the end) or layer names (weight names, as the summary prints).")
 @click.option("--init", type=click.Choice(["sign", "random"]), default="sign", show_default=True,
               help="Initial Boolean weights: the sign of the float weights (w >= 0 -> T) or random bits.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --init random.")
+@click.option("--seed", type=int, help="Seed of --init random (only with it)  [default: 0]")
 @click.option("--no-lower", is_flag=True, help="Import only: write the float IR.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
               help="Shape of an input with dynamic dimensions other than the batch, e.g. x=1x3x32x32 "
@@ -53,10 +53,14 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
     from boldc.frontend.summary import render
 
     lowering = {"--keep-bn": keep_bn, "--fold-bn": fold_bn, "--logic": logic != "xnor",
-                "--float-layers": float_layers != "first,last", "--init": init != "sign", "--seed": seed != 0}
+                "--float-layers": float_layers != "first,last", "--init": init != "sign", "--seed": seed is not None}
     if no_lower and any(lowering.values()):
         given = ", ".join(k for k, v in lowering.items() if v)
         raise BoldcError(f"--no-lower writes the float IR; it cannot be combined with {given}")
+    if seed is not None and init != "random":
+        raise BoldcError("--seed only seeds --init random: add --init random, or drop --seed (--init sign "
+                         "takes no randomness)")
+    seed = 0 if seed is None else seed
     shapes = dict(parse_input_shape(s) for s in input_shapes)
     output = output or Path(Path(model).stem + ".bir")
     err = Console(stderr=True)
