@@ -139,6 +139,8 @@ def decode_checkpoint(module: Module, raw: bytes, where: str = "<checkpoint>") -
     expected = [(p.name, p.type) for p in module.params.values()]
     if [(n, t) for n, t, _, _ in stored] != expected:
         raise fail(f"written for another model: {_difference(stored, expected)}")
+    if table != _table(module, meta_len)[0]:  # the format fixes every offset (the C reader compares the bytes)
+        raise fail("the data offsets of its param table are not the format's: the file is corrupt")
     try:
         meta = json.loads(raw[end:end + meta_len].decode("utf-8")) if meta_len else {}
     except (UnicodeDecodeError, json.JSONDecodeError):

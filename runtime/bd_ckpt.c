@@ -1,13 +1,8 @@
 /* Checkpoints: every param of a model (weights and optimizer state) in one file, the
  * byte format of docs/training.md ("Checkpoint format"), the same as
- * boldc/checkpoint.py writes and reads:
- *
- *   header  "BOLDCKPT" | u32 version 1 | u32 P | u64 table bytes L | u64 FNV-1a-64 of the
- *           table | u32 meta bytes J | u32 0                       (40 bytes, little-endian)
- *   table   per param: u16 n, name, u8 dtype, u8 rank, u32 dims[rank], u64 offset, u64 bytes
- *   meta    J bytes; then each param's data at its (8-aligned) offset, row-major logical
- *           order, b1 packed 8 per byte (element k in bit k % 8 of byte k / 8)
- *   trailer u32 CRC-32 of every preceding byte
+ * boldc/checkpoint.py writes and reads: a 40-byte header (magic, version, counts, the
+ * table's hash), the param table, the meta, each param's data at its 8-aligned offset
+ * (row-major, b1 packed 8 per byte), and the CRC-32 of every preceding byte.
  *
  * The params image stores tensors in their storage layout (channels-last for rank 4,
  * b1 in 64-bit words along the last stored axis; boldc/backend/layout.py); this file
@@ -449,7 +444,7 @@ static int verify(FILE *f, const bd_param_info *params, int count, uint64_t *met
     if ((uint32_t)get_le(buf, 4) != crc) return BD_CK_CRC;
     /* the stored table: intact (its hash), then exactly this model's */
     const uint64_t tlen = get_le(h + 16, 8), meta_len = get_le(h + 32, 4);
-    if ((uint64_t)CK_HEADER + tlen + meta_len > (uint64_t)size - 4) return BD_CK_SHORT;
+    if (tlen > (uint64_t)size || (uint64_t)CK_HEADER + tlen + meta_len > (uint64_t)size - 4) return BD_CK_SHORT;
     if (fseek(f, CK_HEADER, SEEK_SET) != 0) return BD_CK_IO;
     uint64_t stored = FNV_BASIS;
     for (uint64_t left = tlen; left;) {

@@ -154,7 +154,7 @@ def test_cli_errors(cli, tmp_path):
     code, _, err = cli("compile", bir, "-o", out, "--force", "--name", "net")
     assert code == 0 and (out / "net.c").exists() and not (out / "model.c").exists()
     code, _, err = cli("compile", bir, "-o", tmp_path / "t", "--eta", "2")
-    assert code == 2 and "--eta need --train" in err
+    assert code == 2 and "--eta given without --train" in err
     code, _, err = cli("compile", tmp_path / "missing.bir", "-o", tmp_path / "m")
     assert code == 2 and "no such" in err
     code, _, err = cli("compile", bir, "-o", tmp_path / "no" / "parent")

@@ -139,3 +139,60 @@ def test_missing_files_and_failed_writes(trained, tmp_path):
     with pytest.raises(ArtefactError, match="cannot write the checkpoint: cannot open the file"):
         cm.save_checkpoint(path)
     assert path.read_bytes() == good
+
+
+def _refusal(load) -> str:
+    """The reason (the message after the file name) a reader gives, or "accepted"."""
+    try:
+        load()
+    except ArtefactError as exc:
+        text = str(exc)
+        assert "\n" not in text
+        return text.split(": ", 1)[1]
+    return "accepted"
+
+
+def test_fuzzed_files_are_refused_alike_by_both_readers(trained, tmp_path):
+    """Truncations, bit flips, and header/table bytes changed with the CRC fixed up (so
+    that the structural checks must catch them): the C reader and the Python reader
+    refuse each file for the same reason and the C model's params stay as they were.
+    Only changes the format cannot see (the reserved field) may be accepted."""
+    path = tmp_path / "ck.bin"
+    trained.save_checkpoint(path, {"epoch": 3})
+    raw = path.read_bytes()
+    table_len, = struct.unpack_from("<Q", raw, 16)
+    meta_len, = struct.unpack_from("<I", raw, 32)
+    rng = np.random.default_rng(11)
+    cases = {f"first {n} bytes": raw[:n] for n in [*range(0, 60), *rng.integers(60, len(raw), 40)]}
+    for pos in rng.integers(0, len(raw), 60):
+        cases[f"bit flip at {pos}"] = raw[:pos] + bytes([raw[pos] ^ (1 << int(pos % 8))]) + raw[pos + 1:]
+    for pos in [*range(0, 36), *rng.integers(40, 40 + table_len + meta_len, 60)]:
+        cases[f"byte {pos} changed, CRC fixed"] = _fix_crc(raw[:pos] + bytes([raw[pos] ^ 0x81]) + raw[pos + 1:])
+    for field, fmt, value in [(12, "<I", 2**32 - 1), (16, "<Q", 2**64 - 1), (16, "<Q", 2**64 - 40), (16, "<Q", 0),
+                              (32, "<I", 0), (32, "<I", 2**32 - 1), (32, "<I", meta_len + 1)]:
+        changed = bytearray(raw)
+        struct.pack_into(fmt, changed, field, value)
+        cases[f"field at {field} = {value}, CRC fixed"] = _fix_crc(bytes(changed))
+    module = _module_with(_fresh())
+    cm = _fresh()
+    before = cm.params_image()
+    bad = tmp_path / "bad.bin"
+    reasons = set()
+    for name, data in cases.items():
+        bad.write_bytes(data)
+        in_c = _refusal(lambda: cm.load_checkpoint(bad))
+        in_python = _refusal(lambda: boldc.load_checkpoint(module, bad))
+        assert in_c != "accepted", name
+        assert cm.params_image() == before, f"{name}: the params changed"
+        # the same check (worded by each reader); Python calls any file shorter than a header and
+        # its trailer "only N bytes", C tells a bad magic from a short file
+        agree = _kind(in_c) == _kind(in_python) or _kind(in_python) == "only" and _kind(in_c) in ("magic", "short")
+        assert agree, (name, in_c, in_python)
+        reasons.add(_kind(in_c))
+    assert reasons == {"magic", "short", "version", "checksum", "hash", "offsets", "meta", "malformed"}, reasons
+
+
+def _kind(reason: str) -> str:
+    keys = {"checksum": "checksum", "bad magic": "magic", "only": "only", "truncated": "short", "version": "version",
+            "hash": "hash", "offsets": "offsets", "meta": "meta", "malformed": "malformed", "another model": "model"}
+    return next((kind for key, kind in keys.items() if key in reason), reason)

@@ -89,7 +89,7 @@ def _conv_fields(cop: COp, x_shape, dy_shape, w_shape, other) -> dict:
             "sh": a["stride"][0], "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1],
             "pt": a["pad"][0], "pl": a["pad"][1], "groups": a["groups"], "other_type": DTYPE_CODE[other.dtype],
             "scale": _dbl(a["scale"]), "pad_value": scalar_literal(float(a.get("pad_value", 0.0)), "float"),
-            "max_batch": cop.max_batch, "max_threads": cop.max_threads}
+            "max_batch": _concrete(dy_shape[:1], cop.max_batch), "max_threads": cop.max_threads}
 
 
 def conv2d_grad_x(cop: COp) -> CKernel:
@@ -97,8 +97,8 @@ def conv2d_grad_x(cop: COp) -> CKernel:
     dy, w = cop.ins
     f = _conv_fields(cop, cop.out.shape, dy.shape, w.shape, w)
     mg, cg = f["M"] // f["groups"], f["C"] // f["groups"]
-    scratch = gemm_scratch(cop.max_batch * f["H"] * f["W"], cg, f["kh"] * f["kw"] * mg, cop.max_threads)
-    return _call("conv2d_grad_x", "bd_cgrad", f, scratch, "bd_conv2d_grad_x_scratch")
+    scratch = gemm_scratch(f["max_batch"] * f["H"] * f["W"], cg, f["kh"] * f["kw"] * mg, cop.max_threads)
+    return _call("conv2d_grad_x", "bd_cgrad", f, scratch, "bd_conv2d_grad_x_scratch", batch=dy.lead)
 
 
 def conv2d_grad_w(cop: COp) -> CKernel:
@@ -106,8 +106,8 @@ def conv2d_grad_w(cop: COp) -> CKernel:
     dy, x = cop.ins
     f = _conv_fields(cop, x.shape, dy.shape, cop.out.shape, x)
     mg, cg = f["M"] // f["groups"], f["C"] // f["groups"]
-    scratch = gemm_scratch(mg, f["kh"] * f["kw"] * cg, cop.max_batch * f["OH"] * f["OW"], cop.max_threads)
-    return _call("conv2d_grad_w", "bd_cgrad", f, scratch, "bd_conv2d_grad_w_scratch")
+    scratch = gemm_scratch(mg, f["kh"] * f["kw"] * cg, f["max_batch"] * f["OH"] * f["OW"], cop.max_threads)
+    return _call("conv2d_grad_w", "bd_cgrad", f, scratch, "bd_conv2d_grad_w_scratch", batch=dy.lead)
 
 
 # --- elementwise gradients ----------------------------------------------------------------------
@@ -383,9 +383,9 @@ def _pool_geometry(cop: COp, x_hw, y_hw) -> dict:
     a = cop.attrs
     dil = a.get("dilation", [1, 1])
     c = cop.out.shape[1]
-    return {"C": c, "H": x_hw[0], "W": x_hw[1], "OH": y_hw[0], "OW": y_hw[1], "kh": a["kernel"][0],
-            "kw": a["kernel"][1], "sh": a["stride"][0], "sw": a["stride"][1], "dh": dil[0], "dw": dil[1],
-            "pt": a["pad"][0], "pl": a["pad"][1], "pb": a["pad"][2], "pr": a["pad"][3]}
+    return {"N": cop.ins[0].lead, "C": c, "H": x_hw[0], "W": x_hw[1], "OH": y_hw[0], "OW": y_hw[1],
+            "kh": a["kernel"][0], "kw": a["kernel"][1], "sh": a["stride"][0], "sw": a["stride"][1],
+            "dh": dil[0], "dw": dil[1], "pt": a["pad"][0], "pl": a["pad"][1], "pb": a["pad"][2], "pr": a["pad"][3]}
 
 
 def maxpool2d_grad(cop: COp) -> CKernel:

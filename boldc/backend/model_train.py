@@ -141,6 +141,14 @@ class TrainingMixin:
         path = Path(path)
         if not path.is_file():
             raise ArtefactError(f"{path}: no such checkpoint" if not path.exists() else f"{path}: not a file")
+        kept = self._params.copy()  # restored on any failure: a refused file changes nothing
+        try:
+            return self._load_checkpoint(path)
+        except BaseException:
+            self._params[:] = kept
+            raise
+
+    def _load_checkpoint(self, path: Path) -> dict:
         cap = 1 << 16
         for _ in range(2):
             meta = self._ffi.new("unsigned char[]", cap)
@@ -162,8 +170,8 @@ class TrainingMixin:
         text = bytes(self._ffi.buffer(meta, int(length[0])))
         try:
             return json.loads(text.decode("utf-8")) if text else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return {}
+        except (UnicodeDecodeError, json.JSONDecodeError):  # as boldc.load_checkpoint: refused
+            raise ArtefactError(f"{path}: meta section is not JSON") from None
 
     def _ck_message(self, rc: int) -> str:
         return self._ffi.string(self._lib.bd_checkpoint_error(rc)).decode()

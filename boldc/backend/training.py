@@ -10,6 +10,8 @@ if it has gradients but no updates).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 
 from boldc.errors import BoldcError
@@ -51,7 +53,21 @@ class TrainOptions:
         opts = cls(**{k: v for k, v in options.items() if v is not None})
         opts.frozen = tuple(opts.frozen)
         opts.given = given
+        opts._check()
         return opts
+
+    def _check(self) -> None:
+        """Numbers in range (NaN and infinities refused), so that no step computes with them."""
+        for name, low, open_low in (("eta", 0, True), ("lr", 0, True), ("eta_final", 0, False)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < low or \
+                    (open_low and v == low):
+                raise BoldcError(f"training option {name} must be a finite number {'>' if open_low else '>='} {low}, "
+                                 f"got {v!r}")
+        for name in ("total_steps", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise BoldcError(f"training option {name} must be an integer >= 0, got {v!r}")
 
     @property
     def resolved_schedule(self) -> str:
@@ -89,7 +105,8 @@ def training_module(module: Module, opts: TrainOptions) -> Module:
                         total_steps=opts.total_steps, eta_final=opts.eta_final, frozen=list(opts.frozen),
                         freeze_float=opts.freeze_float).run(m)
     elif not _has_updates(m):
-        raise BoldcError("@train_step has neither gradients nor optimizer updates: nothing to train")
+        raise BoldcError("nothing to train: no f32 or b1 param of the model reaches the loss, or all are frozen "
+                         "(@train_step has neither gradients nor optimizer updates)")
     elif opts.given - {"seed"}:
         raise BoldcError(f"the module's @train_step already has its optimizer: option(s) "
                          f"{', '.join(sorted(opts.given - {'seed'}))} do not apply")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import click
@@ -30,7 +31,7 @@ def load_array_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ArtefactError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ArtefactError(f"{path}: is a directory, not an array file") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz is a bad zip
         reason = " ".join(str(exc).split())[:120]
         raise ArtefactError(f"{path}: not a readable .npy/.npz file ({reason})") from None
 

@@ -41,7 +41,8 @@ def command(file, outdir, name: str, max_batch, threads: int, func: str, force: 
 
     given = {k: v for k, v in training.items() if v is not None}
     if given and not train:
-        raise BoldcError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need --train")
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise BoldcError(f"{flags} given without --train (training options apply only with --train)")
     module = load(file)
     if not module.has_weights:
         raise BoldcError(f"{file}: the module has no weights (a structure-only file cannot be compiled)")

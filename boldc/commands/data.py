@@ -56,8 +56,7 @@ def load_data(path, module: Module, target: TensorType) -> tuple[np.ndarray, np.
                             f"{_dims(want.shape[1:])} (input {want})")
     if len(x) == 0:
         raise ArtefactError(f"{path}: 'x' holds no samples")
-    if not np.all(np.isfinite(x)):
-        raise ArtefactError(f"{path}: 'x' holds NaN or infinite values")
+    x = _finite_f32(x, "x", path)
     if y.ndim == 0 or len(y) != len(x):
         raise ArtefactError(f"{path}: 'y' has {y.shape[0] if y.ndim else 'no'} entries but 'x' has {len(x)} samples")
     if target.dtype.is_int:
@@ -70,11 +69,21 @@ def load_data(path, module: Module, target: TensorType) -> tuple[np.ndarray, np.
         if bad.size:
             raise ArtefactError(f"{path}: label {int(bad[0])} in 'y' is out of range: the model has {classes} "
                                 f"classes (0 to {classes - 1})")
-        return x.astype(np.float32), y.astype(target.dtype.numpy)
+        return x, y.astype(target.dtype.numpy)
     if y.dtype.kind not in "fiu" or tuple(y.shape[1:]) != tuple(target.shape[1:]):
         raise ArtefactError(f"{path}: 'y' must hold numbers of shape [N, {', '.join(map(str, target.shape[1:]))}] "
                             f"(the prediction's), got {y.dtype} {_dims(y.shape)}")
-    return x.astype(np.float32), y.astype(np.float32)
+    return x, _finite_f32(y, "y", path)
+
+
+def _finite_f32(a: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """``a`` as float32; NaN, infinities and values beyond float32's range are refused."""
+    with np.errstate(over="ignore"):
+        out = a.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        what = "NaN or infinite values" if not np.all(np.isfinite(a)) else "values beyond the float32 range"
+        raise ArtefactError(f"{path}: '{key}' holds {what}")
+    return out
 
 
 def split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int, path) -> tuple:

@@ -53,6 +53,13 @@ def target_type(module, loss: str):
         raise BoldcError(f"--loss {loss} does not apply to the model's prediction {pred}: {exc}") from None
 
 
+def _finite(ctx, param, value):
+    """Refuses NaN and infinities, which FloatRange lets through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 @click.command("train")
 @click.argument("model", type=FILE)
 @click.option("--data", required=True, type=FILE, help="Training data: an .npz with x (samples) and y (labels).")
@@ -60,9 +67,9 @@ def target_type(module, loss: str):
               help="The trained model [default: MODEL_trained.bir in the current directory].")
 @click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs to train.")
 @click.option("--batch", default=64, show_default=True, type=click.IntRange(min=1), help="Samples per step.")
-@click.option("--eta", type=click.FloatRange(min=0, min_open=True),
+@click.option("--eta", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="Boolean learning rate η (SPEC §4) [default: 3].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="Adam learning rate of the float params [default: 1e-3].")
 @click.option("--schedule", type=click.Choice(["cosine", "constant", "poly"]),
               help="Schedule of η and lr over the run [default: cosine].")
@@ -72,7 +79,8 @@ def target_type(module, loss: str):
 @click.option("--loss", type=click.Choice(["softmax_xent", "mse", "l1"]), help="Loss [default: softmax_xent].")
 @click.option("--val-split", default=0.0, show_default=True, type=float,
               help="Fraction of the data held out for validation (0: none).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the shuffling and the split.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the shuffling and the split.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
               help="Checkpoint written after every epoch [default: OUTPUT with the suffix .ckpt].")
 @click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path),
@@ -91,7 +99,7 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
 
     import boldc
     from boldc.commands.data import load_data, split
-    from boldc.fileio import load
+    from boldc.fileio import check_output_file, load
 
     err = Console(stderr=True)
     given = {k: v for k, v in dict(eta=eta, lr=lr, schedule=schedule, freeze_float=freeze_float,
@@ -101,6 +109,8 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
     metrics = metrics or output.with_suffix(".metrics.json")
     if len({output.resolve(), checkpoint.resolve(), metrics.resolve(), Path(model).resolve()}) < 4:
         raise BoldcError("the model, the output, the checkpoint and the metrics must be four different files")
+    for path in (output, checkpoint, metrics):  # before any work: they are first written after an epoch
+        check_output_file(path)
     module = load(model)
     if not module.has_weights:
         raise BoldcError(f"{model}: the module has no weights (a structure-only file cannot be trained)")

@@ -8,6 +8,7 @@ from boldc.ops import (  # noqa: F401  (registration)
     boolean_ops,
     cast_ops,
     elementwise_ops,
+    float_grad_ops,
     float_ops,
     grad_ops,
     loss_ops,

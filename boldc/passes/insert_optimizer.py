@@ -14,6 +14,8 @@ when the step returns (docs/training.md).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from boldc.errors import BoldcError
@@ -59,8 +61,9 @@ class InsertOptimizer(Pass):
                 raise BoldcError(f"insert-optimizer: {key}={opts[key]!r} is not one of {' | '.join(SCHEDULES)}")
             if opts[key] != "constant" and opts["total-steps"] < 1:
                 raise BoldcError(f"insert-optimizer: {key}={opts[key]} needs total-steps >= 1")
-        if opts["eta"] <= 0 or opts["lr"] <= 0:
-            raise BoldcError("insert-optimizer: eta and lr must be > 0")
+        if not all(math.isfinite(opts[k]) and opts[k] > 0 for k in ("eta", "lr")):  # NaN > 0 is False too
+            raise BoldcError(f"insert-optimizer: eta and lr must be finite numbers > 0, "
+                             f"got {opts['eta']} and {opts['lr']}")
         fn = module.function("train_step")
         if any(lookup(op.name).updates for op in fn.ops):
             raise BoldcError("insert-optimizer: @train_step already has optimizer updates")
