@@ -20,7 +20,7 @@ def test_version(cli):
 
 
 def test_console_script_runs_as_module():
-    res = subprocess.run([sys.executable, "-m", "boldc", "--version"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-P", "-m", "boldc", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.strip() == f"boldc {boldc.__version__}"
 
 
@@ -67,7 +67,7 @@ def test_user_errors_are_one_line(cli, tmp_path):
 
 
 def test_installed_script_error_exit_code(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "boldc", "show", str(tmp_path / "nope.bir")],
+    res = subprocess.run([sys.executable, "-P", "-m", "boldc", "show", str(tmp_path / "nope.bir")],
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"boldc: error: {tmp_path / 'nope.bir'}: no such IR file"]

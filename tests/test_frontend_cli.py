@@ -83,7 +83,7 @@ def test_help_documents_every_option(cli):
 
 def test_console_script_end_to_end(tmp_path):
     """The README quickstart's command, as a separate process."""
-    res = subprocess.run([sys.executable, "-m", "boldc", "convert", str(MLP), "-o", str(tmp_path / "digits.bir")],
+    res = subprocess.run([sys.executable, "-P", "-m", "boldc", "convert", str(MLP), "-o", str(tmp_path / "digits.bir")],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "arithmetic layers are Boolean" in res.stdout

@@ -292,7 +292,8 @@ def test_real_ctrl_c_leaves_consistent_files(files, tmp_path):
     import time
 
     out = tmp_path / "m.bir"
-    proc = subprocess.Popen([sys.executable, "-m", "boldc", "train", str(files / "digits.bir"), "--data",
+    # -P: run the installed boldc (with its templates), not the checkout in the working directory
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "boldc", "train", str(files / "digits.bir"), "--data",
                              str(files / "train.npz"), "-o", str(out), "--epochs", "100000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
