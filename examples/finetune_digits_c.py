@@ -61,6 +61,7 @@ def pretrain(x: np.ndarray, y: np.ndarray, epochs: int, path: Path, batchnorm: b
     raw pixel input). Without ``batchnorm`` its BatchNorm layers are left out (the
     conversion removes them in any case)."""
     import torch
+    from digits import train
     from onnx_export import export_onnx
     from torch_models import DigitsCNN
 
@@ -70,18 +71,7 @@ def pretrain(x: np.ndarray, y: np.ndarray, epochs: int, path: Path, batchnorm: b
         for i, layer in enumerate(model.features):
             if isinstance(layer, torch.nn.BatchNorm2d):
                 model.features[i] = torch.nn.Identity()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xt, yt = torch.from_numpy(x / 16.0), torch.from_numpy(y.astype(np.int64))
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    train(model, x, y.astype(np.int64), epochs, seed=None)  # the RNG goes on from the model's init
     with torch.no_grad():
         model.features[0].weight /= 16.0  # take raw pixels 0..16
     export_onnx(model, (1, 1, 8, 8), path)

@@ -23,6 +23,7 @@ from boldc import __version__
 from boldc.backend.ckernel import CKernel, COp, CTensor, EmitError, copy_body
 from boldc.backend.layout import Layout
 from boldc.backend.plan import Buffer, plan
+from boldc.ir.builder import unique_name
 from boldc.ir.core import Function, Module, Op, Param, Value
 from boldc.ops.registry import Marker, MustLower, lookup
 
@@ -158,12 +159,7 @@ def _local_name(name: str, used: set[str]) -> str:
     base = _ident(name.replace("[", "").replace("]", ""))
     if base in RESERVED or base in C_KEYWORDS or keyword.iskeyword(base) or base.startswith("bd_"):
         base = base + "_"
-    out, k = base, 1
-    while out in used:
-        k += 1
-        out = f"{base}{k}"
-    used.add(out)
-    return out
+    return unique_name(base, used, sep="", first=2)
 
 
 def _batch_symbol(fn: Function) -> str | None:

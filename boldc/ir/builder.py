@@ -16,6 +16,17 @@ from boldc.ir.types import TensorType
 from boldc.ops.registry import TypeCheck
 
 
+def unique_name(base: str, used: set[str], sep: str = ".", first: int = 1) -> str:
+    """``base`` if unused, else the first unused of base+sep+first, base+sep+(first+1), ...;
+    the name returned is added to ``used``."""
+    name, k = base, first
+    while name in used:
+        name = f"{base}{sep}{k}"
+        k += 1
+    used.add(name)
+    return name
+
+
 class FunctionBuilder:
     def __init__(self, module: Module, name: str, args: list[tuple[str, TensorType]]):
         self.module = module
@@ -30,13 +41,7 @@ class FunctionBuilder:
 
     def fresh(self, hint: str | None = None) -> str:
         """A value name not yet used in this function (``hint``, ``hint.1``, ... or a number)."""
-        base = hint if hint else str(len(self._names))
-        name, k = base, 0
-        while name in self._names:
-            k += 1
-            name = f"{base}.{k}"
-        self._names.add(name)
-        return name
+        return unique_name(hint if hint else str(len(self._names)), self._names)
 
     def op(self, op_name: str, operands: list[Value], attrs: dict[str, Any] | None = None,
            name: str | list[str] | None = None) -> Any:

@@ -20,6 +20,7 @@ output is 43 times its input).
 
 from __future__ import annotations
 
+from boldc.ir.builder import unique_name
 from boldc.ir.core import Module, Op, Param, Value
 from boldc.ops.registry import lookup
 from boldc.passes.manager import Option, Pass, register_pass
@@ -63,8 +64,8 @@ class Rematerialize(Pass):
                 if src is None:
                     continue
                 if id(o) not in again:
-                    clone = Op(src.name, list(src.operands), [Value(_fresh(f"{o.name}.again", names), o.type)],
-                               dict(src.attrs), src.loc)
+                    name = unique_name(f"{o.name}.again", names, sep="", first=2)
+                    clone = Op(src.name, list(src.operands), [Value(name, o.type)], dict(src.attrs), src.loc)
                     out.append(clone)
                     again[id(o)] = clone.results[0]
                 op.operands[pos] = again[id(o)]
@@ -72,11 +73,3 @@ class Rematerialize(Pass):
         fn.ops = out
         return bool(again)
 
-
-def _fresh(base: str, names: set[str]) -> str:
-    name, k = base, 1
-    while name in names:
-        k += 1
-        name = f"{base}{k}"
-    names.add(name)
-    return name
