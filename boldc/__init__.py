@@ -19,9 +19,18 @@ from boldc.fileio import load, save
 from boldc.frontend.api import convert, import_onnx
 from boldc.interp import interpret
 from boldc.ir import DType, FunctionBuilder, Module, TensorType, dumps, parse, tensor, verify
-
-__version__ = "0.1.0"
+from boldc.version import __version__
 
 __all__ = ["BoldcError", "DType", "FunctionBuilder", "Module", "TensorType", "__version__", "compile", "convert",
            "dumps", "energy", "import_onnx", "interpret", "load", "load_checkpoint", "parse", "save", "save_checkpoint",
            "tensor", "verify"]
+
+
+def __getattr__(name: str):
+    """``boldc.to_torch`` and ``boldc.from_torch``: the torch engine, imported on first use
+    (torch is optional: ``pip install 'boldc[torch]'``)."""
+    if name in ("to_torch", "from_torch"):
+        import boldc.torch
+
+        return getattr(boldc.torch, name)
+    raise AttributeError(f"module 'boldc' has no attribute {name!r}")

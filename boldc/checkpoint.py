@@ -11,9 +11,10 @@ runtime writes and reads the same files. In short, all fields little-endian:
     data     each param's raw bytes (b1 packed as in the IR resources), 8-byte aligned
     trailer  u32 CRC-32 (zlib) of every byte before it
 
-``save_checkpoint`` writes atomically; ``load_checkpoint`` checks everything (size,
-magic, version, checksum, that the param table is the module's) before it changes a
-single param, so a refused file leaves the module as it was.
+``save_checkpoint`` writes atomically; ``load_checkpoint`` checks everything (magic,
+version, checksum, that the param table is the module's, and the size: exactly the
+trailer's end, no byte more) before it changes a single param, so a refused file
+leaves the module as it was.
 """
 
 from __future__ import annotations
@@ -145,11 +146,17 @@ def decode_checkpoint(module: Module, raw: bytes, where: str = "<checkpoint>") -
         meta = json.loads(raw[end:end + meta_len].decode("utf-8")) if meta_len else {}
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise fail("meta section is not JSON") from None
+    if not isinstance(meta, dict):
+        raise fail("meta section is not a JSON object")
     arrays = {}
     for name, t, offset, size in stored:
         if size != data_bytes(t) or offset < end + meta_len or offset + size > len(raw) - 4:
             raise fail(f"data of @{name} lies outside the file")
         arrays[name] = from_raw_bytes(raw[offset:offset + size], t)
+    data_end = _align(stored[-1][2] + stored[-1][3]) if stored else _align(end + meta_len)
+    if data_end + 4 != len(raw):  # the format fixes the size: bytes after the data are corruption too
+        raise fail(f"its size ({len(raw)} bytes) is not the {data_end + 4} its header and table give: the file "
+                   "is truncated or has bytes after its data")
     return arrays, meta
 
 

@@ -19,12 +19,73 @@ from boldc.ir.printer import dumps
 def check_output_file(path: Path) -> Path:
     """Refuse an output path that is a directory or whose directory does not exist (one
     line naming it); return the directory the file goes into."""
+    path = Path(path)
     if path.is_dir():
         raise ArtefactError(f"{path}: is a directory; give a file name")
+    return check_parent(path)
+
+
+def check_parent(path: Path) -> Path:
+    """The directory ``path`` goes into, after refusing one that does not exist or is a
+    file (the message names the part of the path that is wrong)."""
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ArtefactError(f"{path}: directory {parent} does not exist")
-    return parent
+    if parent.is_dir():
+        return parent
+    above = parent
+    while not above.exists() and above != above.parent:  # the deepest part that exists
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise ArtefactError(f"{path}: {above} is a file, not a directory")
+    raise ArtefactError(f"{path}: directory {parent} does not exist")
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard links,
+    symbolic links, ``./x`` and ``x``), else the same resolved path."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return _resolved(a) == _resolved(b)
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the absolute path
+        return Path(os.path.abspath(path))
+
+
+def check_outside(folder: str | os.PathLike, option: str, inputs) -> None:
+    """Refuse an output ``folder`` (replaced whole) that contains one of ``inputs``
+    ((option, path) pairs, as ``check_distinct``)."""
+    top = _resolved(Path(folder))
+    for name, path in _given(inputs):
+        if _resolved(path).is_relative_to(top):
+            raise ArtefactError(f"{folder}: {option} holds the {name} input {path}, and writing the folder would "
+                                f"replace it; choose another {option}")
+
+
+def check_distinct(outputs, inputs, allowed: tuple[tuple[str, str], ...] = ()) -> None:
+    """Refuse an output that is one of the inputs or another output (compared as files,
+    see ``same_file``): it would replace the file before or while it is read.
+    ``outputs`` and ``inputs`` are (option, path) pairs (a dict's items, or a list when
+    an option repeats; a path may be None: not given); ``allowed`` lists (output,
+    input) options that may name one file on purpose."""
+    outs, ins = _given(outputs), _given(inputs)
+    for i, (name, path) in enumerate(outs):
+        for other, path2 in ins + outs[:i]:
+            if (name, other) not in allowed and same_file(path, path2):
+                what = "input" if (other, path2) in ins else "output"
+                raise ArtefactError(f"{path}: {name} names the {other} {what}: an output must not replace an "
+                                    f"input or another output; choose another {name}")
+
+
+def _given(paths) -> list[tuple[str, Path]]:
+    pairs = paths.items() if isinstance(paths, dict) else paths
+    return [(name, Path(path)) for name, path in pairs if path is not None]
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:

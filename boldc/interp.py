@@ -1,7 +1,7 @@
 """The reference interpreter: runs a function of a Module on numpy arrays.
 
 It is generic: each op's numpy semantics is its ``evaluate`` in the registry (the
-living definition of SPEC §2). Inputs are checked against the function signature;
+living definition of docs/method.md §2). Inputs are checked against the function signature;
 symbolic dimensions (the batch ``N``) are bound from the inputs' shapes and
 substituted into shape-valued attributes. Every result is checked against its
 declared type, so an op whose semantics disagree with its type inference is caught.
@@ -27,16 +27,16 @@ def interpret(module: Module, inputs: Inputs, func: str = "forward") -> Any:
     argument name). Returns the single output array, or a tuple if there are several."""
     fn = module.function(func)
     env = run(module, fn, inputs)
-    outs = [env[id(v)] for v in fn.returns]
+    outs = [env[v] for v in fn.returns]
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def run(module: Module, fn: Function, inputs: Inputs,
-        on_op: Callable[[Op, list[np.ndarray]], None] | None = None, commit: bool = True) -> dict[int, np.ndarray]:
-    """Run ``fn`` and return every value's array, keyed by ``id(value)``.
+        on_op: Callable[[Op, list[np.ndarray]], None] | None = None, commit: bool = True) -> dict[Value, np.ndarray]:
+    """Run ``fn`` and return every value's array, keyed by the value.
 
-    ``on_op(op, results)`` is called after each op (for traces and comparisons); for an
-    update op, ``results`` are the new values of the params it updates.
+    ``on_op(op, results)`` is called after each op (for traces and comparisons): its
+    results, then the new values of the params it updates (an update op has only those).
 
     Parameter updates (ops declaring ``updates``, e.g. the optimizer in @train_step) are
     staged and committed together when the function returns, so every op of a step reads
@@ -44,23 +44,22 @@ def run(module: Module, fn: Function, inputs: Inputs,
     ``commit=False`` the updates are computed but not applied."""
     args = _bind_inputs(fn, inputs)
     bindings: dict[str, int] = {}
-    env: dict[int, np.ndarray] = {}
+    env: dict[Value, np.ndarray] = {}
     for value, arr in zip(fn.args, args):
-        env[id(value)] = check_input(fn, value, arr, bindings)
+        env[value] = check_input(fn, value, arr, bindings)
     for p in module.params.values():
         if p.data is None:
             raise InterpretError(f"param @{p.name} has no tensor (the module was loaded without weights)")
     staged: dict[str, np.ndarray] = {}
     for op in fn.ops:
         opdef = lookup(op.name)
-        operands = [o.data if isinstance(o, Param) else env[id(o)] for o in op.operands]
+        operands = [o.data if isinstance(o, Param) else env[o] for o in op.operands]
         results = opdef.evaluate(operands, resolve_attrs(opdef, op.attrs, bindings))
-        if opdef.updates:
-            _stage_updates(op, opdef, results, staged)
-        else:
-            for value, arr in zip(op.results, results):
-                _check_result(op, value, arr, bindings)
-                env[id(value)] = arr
+        # results first, then the new values of the params the op updates (if any)
+        _stage_updates(op, opdef, results[len(op.results):], staged)
+        for value, arr in zip(op.results, results):
+            _check_result(op, value, arr, bindings)
+            env[value] = arr
         if on_op is not None:
             on_op(op, results)
     if commit:

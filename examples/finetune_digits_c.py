@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--eta", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--signal-bits", choices=("16", "8", "4", "f32"), default="16",
+                    help="backward signals of the Boolean layers (docs/training.md)")
     ap.add_argument("--no-batchnorm", action="store_true",
                     help="pre-train the CNN without its BatchNorm layers (the conversion removes them anyway)")
     args = ap.parse_args()
@@ -107,7 +109,8 @@ def main() -> None:
                 before = float((boldc.interpret(module, x_te).argmax(1) == y_te).mean())
                 print(f"seed {seed}, {init} init (test accuracy before training {100 * before:.2f}%), "
                       f"training on half B ({len(part_b)} images):")
-                curve = train_run(module, data, args.epochs, seed=seed, eta=args.eta, lr=args.lr)
+                curve = train_run(module, data, args.epochs, seed=seed, eta=args.eta, lr=args.lr,
+                                  signal_bits=args.signal_bits)
                 rows.append((seed, init, curve))
     print(f"\nepochs to {100 * args.target:.0f}% test accuracy, and the curve (test accuracy per epoch, %):")
     for seed, init, curve in rows:

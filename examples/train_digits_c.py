@@ -2,6 +2,7 @@
 
     python examples/train_digits_c.py --model mlp [--freeze-float] [--seeds 0 1 2 3 4]   # runs (a), (b)
     python examples/train_digits_c.py --model cnn [--seeds 0 1 2 3 4]                    # run (c)
+    python examples/train_digits_c.py --model mlp --signal-bits 4 --rounding log           # other signals
 
 Data: the shipped examples/digits_train.npz and digits_test.npz (the 75/25 stratified
 split with random_state=0; pixels scaled to [0, 1] here). Models, built from random
@@ -96,6 +97,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--eta", type=float, default=3.0, help="Boolean learning rate")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the float layers")
+    ap.add_argument("--signal-bits", choices=("16", "8", "4", "f32"), default="16",
+                    help="backward signals of the Boolean layers (docs/training.md)")
+    ap.add_argument("--rounding", choices=("nearest", "stochastic", "log"), default="nearest",
+                    help="rounding of integer signals (log: with --signal-bits 4)")
     args = ap.parse_args()
     data = digits_data((64,) if args.model == "mlp" else (1, 8, 8))
     finals = []
@@ -104,11 +109,12 @@ def main() -> None:
         print(f"seed {seed}:")
         t0 = time.perf_counter()
         curve = train_run(module, data, args.epochs, args.batch, seed, eta=args.eta, lr=args.lr,
-                          freeze_float=args.freeze_float)
+                          freeze_float=args.freeze_float, signal_bits=args.signal_bits, rounding=args.rounding)
         finals.append(curve[-1])
         print(f"  final test accuracy {100 * curve[-1]:.2f}% ({time.perf_counter() - t0:.1f} s with compilation)")
     text = ", ".join(f"{100 * a:.1f}" for a in finals)
-    print(f"{args.model}{' (float layers frozen)' if args.freeze_float else ''}: test accuracy over seeds "
+    print(f"{args.model}{' (float layers frozen)' if args.freeze_float else ''}, signals {args.signal_bits} "
+          f"{args.rounding}: test accuracy over seeds "
           f"{args.seeds}: {text} % (min {100 * min(finals):.1f}, mean {100 * np.mean(finals):.1f})")
 
 

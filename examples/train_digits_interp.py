@@ -4,7 +4,7 @@
 
 The first and last layers are float (trained by Adam, or frozen at their random
 initialisation with --freeze-float), the two hidden layers Boolean (xnor neurons,
-random initial bits, trained by the Boolean optimizer of SPEC §4). Data: scikit-learn's
+random initial bits, trained by the Boolean optimizer of docs/method.md §4). Data: scikit-learn's
 digits scaled to [0, 1], 75/25 stratified split with random_state=0. The default
 hyper-parameters are the documented ones (docs/training.md, "Defaults"); this script
 is how they were measured. The C side runs the same recipe through generated code.

@@ -7,7 +7,7 @@ VGG-Small (examples/torch_models.py: six 3x3 convolutions 128-128-256-256-512-51
 the classifier 8192-1024-10; untrained, exported with examples/export_large.py, so
 torch is needed) is converted with the defaults (first and last layer float,
 BatchNorm removed, sign init) and trained in C (boldc.compile(train=True)) with the
-input-signal rescaling of SPEC §3 (without it the signals grow with depth and the first
+input-signal rescaling of docs/method.md §3 (without it the signals grow with depth and the first
 step flips half of the first layers' weights). The data are 10 classes, each a fixed
 random image plus Gaussian noise (--noise), fresh every step; --frozen keeps params
 (glob patterns) at their initial values. The script fails (exit code 1) if a loss is NaN or infinite, or if the mean
@@ -51,6 +51,8 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=1.0, help="noise scale (the class images have scale 1)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--signal-bits", choices=("16", "8", "4", "f32"), default="16",
+                    help="backward signals of the Boolean layers (docs/training.md)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     templates = rng.standard_normal((10, 3, 32, 32)).astype(np.float32)
@@ -58,7 +60,8 @@ def main() -> int:
         module = vgg_small_module(Path(tmp))
     t0 = time.perf_counter()
     cm = boldc.compile(module, train=True, max_batch=args.batch, threads=args.threads, eta=args.eta, lr=args.lr,
-                       total_steps=args.steps, rescale=not args.no_rescale, frozen=args.frozen)
+                       total_steps=args.steps, rescale=not args.no_rescale, frozen=args.frozen,
+                       signal_bits=args.signal_bits)
     cm.set_threads(args.threads)
     print(f"compiled in {time.perf_counter() - t0:.1f} s: params image {cm.params_bytes / 2**20:.1f} MiB, "
           f"arena {cm.arena_bytes / 2**20:.1f} MiB, {cm.build_info}")

@@ -10,10 +10,12 @@
  * stack buffers.
  *
  * Save writes "<path>.tmp", flushes it (and fsyncs it on POSIX systems), then renames
- * it over <path>: a reader sees the old file or the new one. Load checks the size,
- * magic, version, CRC-32, table hash and that the table is exactly this model's before
- * it writes a single byte of the image; it then reads the data through the same open
- * file (a writer that replaces the file by renaming cannot change what it reads).
+ * it over <path>: a reader sees the old file or the new one. Load checks the magic,
+ * version, CRC-32, table hash, that the table is exactly this model's and that the size
+ * is exactly the one the header and the table give (bytes after the data are refused, as
+ * by boldc/checkpoint.py) before it writes a single byte of the image; it then reads the
+ * data through the same open file (a writer that replaces the file by renaming cannot
+ * change what it reads).
  */
 #if !defined(_POSIX_C_SOURCE) && (defined(__unix__) || defined(__APPLE__))
 #define _POSIX_C_SOURCE 200112L /* fileno, fsync; must precede the system headers */
@@ -37,7 +39,7 @@ const char *bd_checkpoint_error(int code)
     case BD_CK_OK: return "ok";
     case BD_CK_OPEN: return "cannot open the file";
     case BD_CK_IO: return "read or write error";
-    case BD_CK_SHORT: return "truncated (shorter than its header says)";
+    case BD_CK_SHORT: return "its size is not the one its header and table give (truncated, or bytes after its data)";
     case BD_CK_MAGIC: return "not a boldc checkpoint (bad magic)";
     case BD_CK_VERSION: return "checkpoint format version is not 1 (written by another boldc?)";
     case BD_CK_CRC: return "checksum mismatch: the file is truncated or corrupt";
@@ -463,7 +465,7 @@ static int verify(FILE *f, const bd_param_info *params, int count, uint64_t *met
     if (c.mismatch) return BD_CK_MODEL;
     uint64_t end = start;
     for (int i = 0; i < count; ++i) end = align8(end + data_bytes_of(&params[i]));
-    if (end > (uint64_t)size - 4) return BD_CK_SHORT;
+    if (end != (uint64_t)size - 4) return BD_CK_SHORT; /* the format fixes the size: no byte after the data */
     *meta_len_out = meta_len;
     *data_start = start;
     return 0;

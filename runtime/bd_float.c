@@ -1,15 +1,19 @@
-/* Float and mixed layers: convolution and linear with f32 accumulation.
+/* Float and mixed layers: convolution (f32 accumulation) and linear (double, fixed order).
  *
- * y[p][m] = bias[m] + sum_k A[p][k] * Wt[k][m], summed in k order in float32, A the
- * im2col patch of pixel p (zero padding) or the input row, converted to float from
- * its dtype (b1 reads as e(b) = +-1, SPEC §1). Mixed layers (b1 weights) use
- * sign * e(w). The filters are transposed into scratch once per call so the inner
- * loop runs over 32 output channels (the compiler vectorises it).
+ * Convolution: y[p][m] = bias[m] + sum_k A[p][k] * Wt[k][m], summed in k order in float32,
+ * A the im2col patch of pixel p (zero padding) converted to float from its dtype (b1 reads
+ * as e(b) = +-1, docs/method.md §1); mixed layers (b1 weights) use sign * e(w). The filters are
+ * transposed into scratch once per call so the ISA layer's micro-kernel (bd_isa_fgemm4,
+ * bd_isa.h) runs over BD_FM = 32 output channels.
+ *
+ * Linear (float_ops.Linear, boolean_ops.MLinear): y[r][m] = (float)(sign * acc + bias[m]) with
+ * acc = sum_k x[r][k] * e(W[m][k]) in double, k ascending, one rounding per addition
+ * (common.matmul_in_order: the interpreter's bits on every machine), x read as float32 as
+ * the interpreter reads it (an i32 input rounded to float first). The same transposed
+ * weights, the ISA layer's bd_isa_dgemm4_f32 on 4 rows x 32 output channels.
  */
-#include "boldc_rt.h"
+#include "bd_isa.h"
 
-#define BD_FQUAD 4
-#define BD_FM 32
 #define BD_FCHUNK 16
 
 static long fround_up(long v, long m) { return (v + m - 1) / m * m; }
@@ -53,62 +57,6 @@ static void transpose_weights(const void *w, int w_type, int sign, int M, int K,
         for (long m = M; m < ldt; ++m) Wt[(long)k * ldt + m] = 0.0f;
 }
 
-#ifdef BD_SIMD_AVX512
-#include <immintrin.h>
-
-/* Four rows of A (stride K) times Wt columns [0, 32): out[4][32], 8 zmm accumulators,
- * fused multiply-adds (one rounding per term instead of two: within the float tolerance). */
-static void fgemm_quad(const float *A, int K, const float *Wt, long ldt, float *out)
-{
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    for (int k = 0; k < K; ++k) {
-        const float *b = Wt + (long)k * ldt;
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        __m512 a = _mm512_set1_ps(A[k]);
-        c00 = _mm512_fmadd_ps(a, b0, c00);
-        c01 = _mm512_fmadd_ps(a, b1, c01);
-        a = _mm512_set1_ps(A[K + k]);
-        c10 = _mm512_fmadd_ps(a, b0, c10);
-        c11 = _mm512_fmadd_ps(a, b1, c11);
-        a = _mm512_set1_ps(A[2 * K + k]);
-        c20 = _mm512_fmadd_ps(a, b0, c20);
-        c21 = _mm512_fmadd_ps(a, b1, c21);
-        a = _mm512_set1_ps(A[3 * K + k]);
-        c30 = _mm512_fmadd_ps(a, b0, c30);
-        c31 = _mm512_fmadd_ps(a, b1, c31);
-    }
-    _mm512_storeu_ps(out, c00);
-    _mm512_storeu_ps(out + 16, c01);
-    _mm512_storeu_ps(out + 32, c10);
-    _mm512_storeu_ps(out + 48, c11);
-    _mm512_storeu_ps(out + 64, c20);
-    _mm512_storeu_ps(out + 80, c21);
-    _mm512_storeu_ps(out + 96, c30);
-    _mm512_storeu_ps(out + 112, c31);
-}
-#else
-/* Four rows of A (stride K) times Wt columns [0, BD_FM): out[4][BD_FM]. */
-static void fgemm_quad(const float *A, int K, const float *Wt, long ldt, float *out)
-{
-    float c0[BD_FM], c1[BD_FM], c2[BD_FM], c3[BD_FM];
-    for (int j = 0; j < BD_FM; ++j) c0[j] = c1[j] = c2[j] = c3[j] = 0.0f;
-    for (int k = 0; k < K; ++k) {
-        const float *b = Wt + (long)k * ldt;
-        const float a0 = A[k], a1 = A[K + k], a2 = A[2 * K + k], a3 = A[3 * K + k];
-        for (int j = 0; j < BD_FM; ++j) {
-            c0[j] += a0 * b[j];
-            c1[j] += a1 * b[j];
-            c2[j] += a2 * b[j];
-            c3[j] += a3 * b[j];
-        }
-    }
-    memcpy(out, c0, sizeof c0);
-    memcpy(out + BD_FM, c1, sizeof c1);
-    memcpy(out + 2 * BD_FM, c2, sizeof c2);
-    memcpy(out + 3 * BD_FM, c3, sizeof c3);
-}
-#endif
-
 /* y rows (stride M, starting at column m_off) for `rows` rows of A against all Mg channels. */
 static void fgemm_rows(const float *A, int rows, int K, const float *Wt, long ldt, int Mg, const float *bias,
                        float *y, long ldy)
@@ -116,7 +64,7 @@ static void fgemm_rows(const float *A, int rows, int K, const float *Wt, long ld
     float acc[BD_FQUAD * BD_FM];
     for (int r = 0; r < rows; r += BD_FQUAD) {
         for (int mb = 0; mb < Mg; mb += BD_FM) {
-            fgemm_quad(A + (long)r * K, K, Wt + mb, ldt, acc);
+            bd_isa_fgemm4(A + (long)r * K, K, Wt + mb, ldt, acc);
             const int len = Mg - mb < BD_FM ? Mg - mb : BD_FM;
             for (int q = 0; q < BD_FQUAD && r + q < rows; ++q) {
                 float *o = y + (long)(r + q) * ldy + mb;
@@ -210,6 +158,8 @@ void bd_fconv2d(const bd_fconv *g, const bd_exec *ex, const void *x, const void 
 
 /* ---- linear -------------------------------------------------------------------------------- */
 
+typedef char bd_flinear_tile_check[(BD_FQUAD == BD_DQ && BD_FM == BD_DN) ? 1 : -1]; /* the scratch's tile */
+
 static int flinear_Mp(const bd_flinear *g) { return (int)fround_up(g->M, BD_FM); }
 
 size_t bd_flinear_scratch(const bd_flinear *g)
@@ -225,7 +175,8 @@ void bd_flinear_run(const bd_flinear *g, const bd_exec *ex, long rows, const voi
     float *Wt = (float *)scratch;
     unsigned char *per_thread = scratch + BD_SCRATCH_ROUND(sizeof(float) * (size_t)g->K * (size_t)Mp);
     const size_t quad_bytes = BD_SCRATCH_ROUND(sizeof(float) * BD_FQUAD * (size_t)g->K);
-    transpose_weights(w, g->w_type, g->sign, g->M, g->K, g->K, Wt, Mp);
+    const double sign = (double)g->sign;
+    transpose_weights(w, g->w_type, 1, g->M, g->K, g->K, Wt, Mp); /* e(w): the sign goes on the sum */
     const long quads = (rows + BD_FQUAD - 1) / BD_FQUAD;
     const long mblocks = Mp / BD_FM;
     int bd_nt = ex->threads < g->max_threads ? ex->threads : g->max_threads;
@@ -235,17 +186,23 @@ void bd_flinear_run(const bd_flinear *g, const bd_exec *ex, long rows, const voi
     for (long item = 0; item < quads * mblocks; ++item) {
         const long q = item / mblocks;
         const int mb = (int)(item % mblocks) * BD_FM;
-        float *A = (float *)(per_thread + (size_t)bd_thread_id() * quad_bytes);
         const int nr = rows - q * BD_FQUAD < BD_FQUAD ? (int)(rows - q * BD_FQUAD) : BD_FQUAD;
-        for (int r = 0; r < BD_FQUAD; ++r)
-            for (int k = 0; k < g->K; ++k)
-                A[(long)r * g->K + k] = r < nr ? load_run(x, g->x_type, q * BD_FQUAD + r, g->K, k) : 0.0f;
-        float acc[BD_FQUAD * BD_FM];
-        fgemm_quad(A, g->K, Wt + mb, Mp, acc);
+        const float *A = (const float *)x + q * BD_FQUAD * g->K;
+        if (g->x_type != BD_F32) {
+            float *quad = (float *)(per_thread + (size_t)bd_thread_id() * quad_bytes);
+            for (int r = 0; r < nr; ++r)
+                for (int k = 0; k < g->K; ++k) quad[(long)r * g->K + k] = load_run(x, g->x_type, q * BD_FQUAD + r, g->K, k);
+            A = quad;
+        }
+        double acc[BD_DQ * BD_DN];
+        bd_isa_dgemm4_f32(g->K, A, g->K, 1, nr, Wt + mb, Mp, BD_DN, acc);
         const int len = g->M - mb < BD_FM ? g->M - mb : BD_FM;
         for (int r = 0; r < nr; ++r) {
             float *o = y + (q * BD_FQUAD + r) * g->M + mb;
-            for (int j = 0; j < len; ++j) o[j] = bias ? acc[r * BD_FM + j] + bias[mb + j] : acc[r * BD_FM + j];
+            for (int j = 0; j < len; ++j) {
+                const double s = sign * acc[r * BD_DN + j];
+                o[j] = bias ? (float)(s + (double)bias[mb + j]) : (float)s;
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-/* Optimizer updates of the training step (SPEC §4, docs/training.md "Determinism").
+/* Optimizer updates and the loss gradient of the training step (docs/method.md §4, docs/training.md
+ * "Determinism").
  *
  * The Boolean update must give the interpreter's flips bit for bit from the same f32
  * inputs, so M's update is written as three f32 operations in separate statements and
@@ -8,39 +9,99 @@
  */
 #include "boldc_rt.h"
 
+/* beta for the next step: (float)((double)kept / numel), 1 for an empty param. */
+static float kept_fraction(long numel, long flips)
+{
+    return numel ? (float)((double)(numel - flips) / (double)numel) : 1.0f;
+}
+
+/* The i16 accumulator of entry i (units of `step`): M = fl(fl(beta * m * step) + fl(eta * q)) in
+ * f32 (m * step exact), then units = rint(M / step) in double (the scaling by a power of two is
+ * exact, so M * (1 / step) is the same; half to even), saturated at +-32767 (*sats counts
+ * it), the flip decided on the units against 1 / step. Returns the flip; m becomes the units,
+ * 0 where flipped (and for a NaN M, which numpy's cast leaves undefined). */
+static inline int flip_i16(int16_t *m, float b, float e, float q, float step, double per_one, int bit, long *sats)
+{
+    const float current = (float)*m * step;
+    const float m1 = b * current;
+    const float m2 = e * q;
+    const float acc = m1 + m2;
+    const double v = (double)acc * per_one;
+    double units = fabs(v) <= 65536.0 ? bd_rint_small(v) : v; /* beyond: saturates (or NaN) */
+    *sats += fabs(units) > 32767.0;
+    units = units > 32767.0 ? 32767.0 : (units < -32767.0 ? -32767.0 : units);
+    const int flip = (bit & (units >= per_one)) | ((bit ^ 1) & (units <= -per_one));
+    *m = (int16_t)(flip || units != units ? 0.0 : units);
+    return flip;
+}
+
+/* The f32 accumulator of one entry: M = fl(fl(beta * M) + fl(eta * q)), three statements. */
+static inline int flip_f32(float *m, float b, float e, float q, int bit)
+{
+    const float m1 = b * *m;
+    const float m2 = e * q;
+    const float acc = m1 + m2;
+    const int flip = (bit & (acc >= 1.0f)) | ((bit ^ 1) & (acc <= -1.0f)); /* no branch on random bits */
+    *m = flip ? 0.0f : acc;
+    return flip;
+}
+
+#ifdef _OPENMP
+#define BD_FLIP_OMP(flips, sats, cond) \
+    BD_PRAGMA(omp parallel for schedule(static) num_threads(bd_nt) reduction(+:flips, sats) if(cond))
+#else
+#define BD_FLIP_OMP(flips, sats, cond)
+#endif
+
+/* Every entry i of W (runs of D bits, in words) with `flip`, an expression of i and of the
+ * entry's bit `bit` giving its flip; counts the flips into `flips` (one loop per update kind,
+ * each compiled on its own). */
+#define BD_FLIP_RUNS(runs, D, w, flips, sats, flip)                                                     \
+    do {                                                                                                \
+        const int words_ = BD_WORDS(D);                                                                 \
+        int bd_nt = ex->threads < 1 ? 1 : ex->threads;                                                  \
+        (void)bd_nt;                                                                                    \
+        BD_FLIP_OMP(flips, sats, (runs) * (long)(D) > 65536)                                            \
+        for (long r = 0; r < (runs); ++r) {                                                             \
+            for (int wd = 0; wd < words_; ++wd) {                                                       \
+                const uint64_t word = (w)[r * words_ + wd];                                             \
+                const int end = (D) - 64 * wd < 64 ? (D) - 64 * wd : 64;                                \
+                const long i0 = r * (long)(D) + 64L * wd;                                               \
+                uint64_t flipped = 0;                                                                   \
+                for (int k = 0; k < end; ++k) {                                                         \
+                    const long i = i0 + k;                                                              \
+                    const int bit = (int)((word >> k) & 1u);                                            \
+                    flipped |= (uint64_t)(flip) << k;                                                   \
+                }                                                                                       \
+                (w)[r * words_ + wd] = word ^ flipped;                                                  \
+                flips += bd_popcount64(flipped);                                                        \
+            }                                                                                           \
+        }                                                                                               \
+    } while (0)
+
 void bd_flip_update(const bd_exec *ex, long runs, int D, uint64_t *w, float *m, float *beta, const float *q,
                     const float *eta)
 {
     const float b = *beta, e = *eta;
-    const int words = BD_WORDS(D);
-    long flips = 0;
-    int bd_nt = ex->threads < 1 ? 1 : ex->threads;
-    (void)bd_nt;
-#ifdef _OPENMP
-    BD_PRAGMA(omp parallel for schedule(static) num_threads(bd_nt) reduction(+:flips) if(runs * (long)D > 65536))
-#endif
-    for (long r = 0; r < runs; ++r) {
-        for (int wd = 0; wd < words; ++wd) {
-            const uint64_t word = w[r * words + wd];
-            const int end = D - 64 * wd < 64 ? D - 64 * wd : 64;
-            float *mr = m + r * (long)D + 64L * wd;
-            const float *qr = q + r * (long)D + 64L * wd;
-            uint64_t flipped = 0;
-            for (int k = 0; k < end; ++k) {
-                const float m1 = b * mr[k];
-                const float m2 = e * qr[k];
-                const float acc = m1 + m2;
-                const int flip = ((word >> k) & 1u) ? acc >= 1.0f : acc <= -1.0f;
-                mr[k] = flip ? 0.0f : acc;
-                flipped |= (uint64_t)flip << k;
-            }
-            w[r * words + wd] = word ^ flipped;
-            flips += bd_popcount64(flipped);
-        }
-    }
-    const long numel = runs * (long)D;
-    *beta = numel ? (float)((double)(numel - flips) / (double)numel) : 1.0f;
+    long flips = 0, sats = 0;
+    BD_FLIP_RUNS(runs, D, w, flips, sats, flip_f32(m + i, b, e, q[i], bit));
+    (void)sats;
+    *beta = kept_fraction(runs * (long)D, flips);
 }
+
+void bd_flip_update_i16(const bd_exec *ex, long runs, int D, uint64_t *w, int16_t *m, float *beta, const float *q,
+                        const float *eta, float m_step, int32_t *saturated)
+{
+    const float b = *beta, e = *eta;
+    const double per_one = 1.0 / (double)m_step;
+    long flips = 0, sats = 0;
+    BD_FLIP_RUNS(runs, D, w, flips, sats, flip_i16(m + i, b, e, q[i], m_step, per_one, bit, &sats));
+    *beta = kept_fraction(runs * (long)D, flips);
+    const int64_t total = (int64_t)*saturated + sats;
+    *saturated = total > INT32_MAX ? INT32_MAX : (int32_t)total;
+}
+#undef BD_FLIP_RUNS
+#undef BD_FLIP_OMP
 
 void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v, const float *g, const float *lr,
                     const int32_t *step, double beta1, double beta2, double eps, double weight_decay)
@@ -58,5 +119,26 @@ void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v,
         p[i] = (float)(pi - rate * (mi / bc1) / (sqrt(vi / bc2) + eps));
         m[i] = (float)mi;
         v[i] = (float)vi;
+    }
+}
+
+void bd_softmax_xent_grad(long rows, int classes, const float *z, const int32_t *labels, int mean, float *dz)
+{
+    for (long r = 0; r < rows; ++r) {
+        const float *zr = z + r * classes;
+        float *o = dz + r * classes;
+        double top = classes > 0 ? (double)zr[0] : 0.0; /* numpy's max: the first NaN wins */
+        for (int c = 1; c < classes; ++c) {
+            const double v = (double)zr[c];
+            if (top == top && (v > top || v != v)) top = v;
+        }
+        double total = 0.0;
+        for (int c = 0; c < classes; ++c) total = total + bd_exp((double)zr[c] - top);
+        for (int c = 0; c < classes; ++c) {
+            double g = bd_exp((double)zr[c] - top) / total;
+            if (c == labels[r]) g = g - 1.0;
+            if (mean) g = g / (double)rows;
+            o[c] = (float)g;
+        }
     }
 }

@@ -2,7 +2,7 @@
 #if !defined(_POSIX_C_SOURCE) && (defined(__unix__) || defined(__APPLE__))
 #define _POSIX_C_SOURCE 199309L /* clock_gettime; must precede the system headers */
 #endif
-#include "boldc_rt.h"
+#include "bd_isa.h"
 
 #include <time.h>
 

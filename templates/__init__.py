@@ -1,2 +1,4 @@
-"""Jinja templates of the generated C (installed as ``boldc.templates``): one per op
-family, plus the module, header, example main and Makefile. See docs/backend.md."""
+"""Jinja skeletons of the generated files (installed as ``boldc.templates``): the module's
+.c and .h, the example programs (inference and training), their input reader, the
+Makefile and the folder's README. The op kernels come from boldc/backend/emitters/.
+See docs/backend.md."""

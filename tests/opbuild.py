@@ -25,7 +25,8 @@ def single_op(op_name: str, inputs: list[np.ndarray], params: list[np.ndarray] =
         args.append((f"x{i}", tensor(dtype_of_numpy(x), *shape)))
     fb = FunctionBuilder(m, fname, args)
     ps = [m.add_param(f"{prefix}{i}", tensor(dtype_of_numpy(p), *p.shape), p) for i, p in enumerate(params)]
-    fb.ret(fb.op(op_name, list(fb.args) + ps, attrs or {}, name="y"))
+    out = fb.op(op_name, list(fb.args) + ps, attrs or {}, name="y")
+    fb.ret(*(out if isinstance(out, list) else [out]))  # an op of several results returns them all
     return m
 
 

@@ -1,4 +1,4 @@
-"""autodiff: float rules against finite differences, Boolean rules against SPEC §3."""
+"""autodiff: float rules against finite differences, Boolean rules against docs/method.md §3."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_fan_out_sums_with_add():
         np.testing.assert_allclose(grads[name], t.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
-# --- Boolean rules vs SPEC §3 ---------------------------------------------------------------
+# --- Boolean rules vs docs/method.md §3 ---------------------------------------------------------------
 
 X = np.array([[T, F_, T], [F_, T, T]])
 W = np.array([[T, T, F_], [F_, T, T]])
@@ -151,11 +151,12 @@ G_XOR = np.array([[-3, 1, 3], [0.5, -1.5, -0.5]])
 Q_XOR = np.array([[-0.5, 0.5, -1.5], [3, -3, 1]])
 
 
-def boolean_signals(op_name, x, w, z, attrs):
+def boolean_signals(op_name, x, w, z, attrs, bits="f32"):
     """(g, q) from autodiff for s = op(x, w) with both b1 operands params and the signal
-    δLoss/δs = z (mse with reduction sum against the target s - z/2)."""
+    δLoss/δs = z (mse with reduction sum against the target s - z/2); f32 signals unless
+    bits says otherwise (the formulas are compared exactly, without quantization)."""
     m = single_op_trainable(op_name, [x, w], attrs)
-    make_train_step(m, "loss=mse,reduction=sum")
+    make_train_step(m, f"loss=mse,reduction=sum,signal-bits={bits}")
     s = boldc.interpret(m, [], "forward")
     _, grads = gradients(m, [s - z / 2])
     return grads["p0"], grads["p1"]
@@ -175,6 +176,18 @@ def test_blinear_signals_are_the_spec_formulas():
         g, q = boolean_signals("blinear", x, w, z, {"logic": logic})
         np.testing.assert_allclose(g, sign * np.einsum("kj,ji->ki", z, pm(w)), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(q, sign * np.einsum("kj,ki->ji", z, pm(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_16_bit_signals_are_the_formulas_within_the_rounding_bound():
+    """z rounded to 16 bits with a power-of-two scale s <= 2·max|z|/(2^15 − 1): each term is
+    off by at most s/2, so a sum of n terms by at most n·max|z|/(2^15 − 1)."""
+    x, w = RNG.random((5, 70)) < 0.5, RNG.random((9, 70)) < 0.5
+    z = f32(5, 9)
+    g, q = boolean_signals("blinear", x, w, z, {"logic": "xnor"}, bits="16")
+    step = np.abs(z).max() / (2 ** 15 - 1)
+    g_exact, q_exact = np.einsum("kj,ji->ki", z, pm(w)), np.einsum("kj,ki->ji", z, pm(x))
+    assert np.abs(g - g_exact).max() <= 9 * step * 1.001 and np.abs(q - q_exact).max() <= 5 * step * 1.001
+    assert not np.array_equal(g, g_exact.astype(np.float32))  # it is rounded, not the f32 path
 
 
 def test_boolean_bias_signal_is_channel_sum():
@@ -367,12 +380,13 @@ def test_loss_needs_matching_prediction():
 
 
 def test_every_op_declares_its_training_behaviour():
-    from boldc.ops.registry import Pending, all_ops
+    from boldc.ops.registry import NotDifferentiable, all_ops
+    from boldc.ops.traits import SideEffect
 
     for d in all_ops().values():
-        assert not isinstance(d.backward, Pending), f"{d.name}: backward still pending"
+        assert callable(d.backward) or isinstance(d.backward, NotDifferentiable), f"{d.name}: no backward rule"
         names = {o.rstrip("?*") for o in d.operands}
         assert set(d.nondiff_operands) <= names, d.name
         assert set(d.updates) <= names, d.name
         if d.updates:
-            assert "side_effect" in d.traits, f"{d.name} updates params but is not a side effect"
+            assert d.has(SideEffect), f"{d.name} updates params but is not a side effect"

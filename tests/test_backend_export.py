@@ -1,6 +1,7 @@
 """``boldc compile model.bir -o DIR``: the standalone folder builds with make (no
-Python), its main prints what CompiledModel.infer returns, and one model is built
-and run with -fsanitize=address,undefined."""
+Python), its main prints what CompiledModel.infer returns, and the inference and the
+training exports are built with the Makefile's SANITIZE=1 (AddressSanitizer and
+UndefinedBehaviorSanitizer) and run clean, bad inputs included."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import boldc
+from boldc.backend.build import RUNTIME_FILES
 from boldc.backend.training import TrainOptions, training_module
 
 from backend_check import float_close
@@ -24,6 +26,10 @@ STRICT = "-std=c99 -O2 -Wall -Wextra -Werror"
 SANITIZE = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 MAKE = shutil.which("make")
 pytestmark = pytest.mark.skipif(MAKE is None, reason="the export is built with make, which is not installed")
+# the sanitizers report on stderr, exit non-zero, and must find nothing
+SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
+                 "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+SANITIZER_REPORTS = ("runtime error", "AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer")
 
 
 def _make(folder: Path, *args: str) -> None:
@@ -56,8 +62,8 @@ def test_exported_folder_builds_and_prints_what_infer_returns(cli, tmp_path, arc
     bir = GOLDEN / "boolean_cnn.bir"
     out = _export(cli, tmp_path, bir, "--max-batch", "4")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".boldc-export", "Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin", "boldc_rt.h",
-         "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c"])
+        [".boldc-export", "Makefile", "README.txt", "main.c", "model.c", "model.h", "model_weights.bin",
+         *RUNTIME_FILES])
     _make(out, f"CFLAGS={STRICT}", f"ARCH={arch}")
     x = np.random.default_rng(0).standard_normal((7, 1, 8, 8)).astype("<f4")
     x.tofile(out / "x.bin")
@@ -106,22 +112,142 @@ def test_export_of_a_fixed_batch_model(cli, tmp_path):
     assert np.array_equal(got.reshape(3, 10).astype(np.float32), boldc.compile(m).infer(x))
 
 
+def _sanitizers_unusable() -> str | None:
+    """Why this machine's C compiler cannot build and run with ASan + UBSan, or None."""
+    import tempfile
+
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "probe.c"
+        src.write_text("#include <stdlib.h>\nint main(void) { char *p = malloc(4); p[0] = 1; free(p); return 0; }\n")
+        try:
+            built = subprocess.run([cc, *SANITIZE.split(), "-o", str(Path(d) / "probe"), str(src)],
+                                   capture_output=True, text=True, timeout=120)
+        except OSError as exc:
+            return f"the C compiler {cc} cannot be run ({exc})"
+        if built.returncode != 0:
+            return f"{cc} cannot build with -fsanitize=address,undefined: {' '.join(built.stderr.split())[:200]}"
+        ran = subprocess.run([str(Path(d) / "probe")], capture_output=True, text=True, timeout=60)
+        if ran.returncode != 0:
+            return f"a program built with ASan does not run here: {' '.join(ran.stderr.split())[:200]}"
+    return None
+
+
+def _needs_sanitizers() -> None:
+    reason = _sanitizers_unusable()
+    if reason:
+        pytest.skip(reason)
+
+
+def _clean(run: subprocess.CompletedProcess) -> None:
+    """No sanitizer report (and not their exit code 99 or a signal)."""
+    assert not any(r in run.stderr for r in SANITIZER_REPORTS), run.stderr[-4000:]
+    assert run.returncode in (0, 2), (run.returncode, run.stderr[-4000:])
+
+
 def test_sanitized_build_runs_clean(cli, tmp_path):
-    """The digits CNN (converted from the shipped ONNX) with ASan and UBSan, SIMD kernels
-    on, batch 5 through max_batch 2 (chunks and a partial chunk)."""
+    """The digits CNN (converted from the shipped ONNX) built with the Makefile's SANITIZE=1,
+    SIMD kernels on, batch 5 through max_batch 2 (chunks and a partial chunk)."""
+    _needs_sanitizers()
     m = boldc.convert(Path(__file__).resolve().parent.parent / "examples" / "digits_cnn.onnx")
     bir = tmp_path / "cnn.bir"
     boldc.save(m, bir)
     out = _export(cli, tmp_path, bir, "--max-batch", "2")
-    flags = f"{STRICT.replace('-O2', '-O1')} -g {SANITIZE}"
-    _make(out, f"CFLAGS={flags}", "ARCH=-march=native", f"LDFLAGS={SANITIZE}")
+    _make(out, "SANITIZE=1", "EXTRA_CFLAGS=-Werror", "ARCH=-march=native")
     x = np.random.default_rng(2).random((5, 1, 8, 8)).astype("<f4")
     x.tofile(out / "x.bin")
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="halt_on_error=1")
-    run = _run(out, "x.bin", env=env)
-    assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr[-3000:]
+    run = _run(out, "x.bin", env=dict(os.environ, **SANITIZER_ENV))
+    _clean(run)
+    assert run.returncode == 0, run.stderr[-3000:]
     want = boldc.compile(m).infer(x)
     assert np.array_equal(_parse(run.stdout)[0].astype(np.float32), want)
+    x[:, :, :, :3].tofile(out / "short.bin")  # not a whole number of samples
+    bad = _run(out, "short.bin", env=dict(os.environ, **SANITIZER_ENV))
+    _clean(bad)
+    assert bad.returncode == 2 and "whole number of samples" in bad.stderr
+
+
+def _checkpoint_mutations(raw: bytes, count: int, seed: int) -> list[bytes]:
+    """Seeded corruptions of a checkpoint, most with the CRC recomputed so that the checks
+    behind it (header, table, size) are reached."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        data = bytearray(raw[:-4])
+        kind = k % 4
+        if kind == 0:  # a header field
+            at = int(rng.integers(8, 40))
+            data[at] = int(rng.integers(0, 256))
+        elif kind == 1:  # anywhere
+            data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        elif kind == 2:  # cut
+            del data[int(rng.integers(0, len(data))):]
+        else:  # bytes added
+            data += bytes(rng.integers(0, 256, int(rng.integers(1, 16)), dtype=np.uint8))
+        out.append(bytes(data) + struct.pack("<I", zlib.crc32(bytes(data))))
+    return out
+
+
+@pytest.mark.parametrize("model", ["digits_mlp", "digits_cnn"])
+def test_sanitized_training_export_runs_clean(cli, tmp_path, model):
+    """`compile --train` built with SANITIZE=1: two epochs, a resume from the checkpoint
+    they wrote, then the bad-input paths (corrupt, truncated, extended and fuzzed
+    checkpoints, a truncated data file, labels out of range, files of different sample
+    counts, a missing file): every run ends with exit 0 or 2 and no sanitizer report."""
+    _needs_sanitizers()
+    bir = tmp_path / f"{model}.bir"
+    boldc.save(boldc.convert(EXAMPLES / f"{model}.onnx"), bir)
+    out = _export(cli, tmp_path, bir, "--train", "--total-steps", "20", "--max-batch", "16")
+    _make(out, "SANITIZE=1", "EXTRA_CFLAGS=-Werror", "ARCH=-march=native")
+    data = np.load(EXAMPLES / "digits_train.npz")
+    x, y = data["x"][:40], data["y"][:40].astype("<i4")
+    x.astype("<f4").tofile(out / "x.bin")
+    y.tofile(out / "y.bin")
+    env = dict(os.environ, **SANITIZER_ENV)
+
+    def train(*args: str) -> subprocess.CompletedProcess:
+        run = subprocess.run(["./model_train", *args], cwd=out, capture_output=True, text=True, timeout=600, env=env)
+        _clean(run)
+        return run
+
+    first = train("2", "out.ckpt", "x.bin", "y.bin")
+    assert first.returncode == 0 and first.stdout.count("epoch") == 2, first.stderr[-3000:]
+    resumed = train("-r", "out.ckpt", "1", "more.ckpt", "x.bin", "y.bin")
+    assert resumed.returncode == 0 and (out / "more.ckpt").exists(), resumed.stderr[-3000:]
+    state = training_module(boldc.load(bir), TrainOptions.from_kwargs({"total_steps": 20}))
+    assert boldc.load_checkpoint(state, out / "more.ckpt") == {"epoch": 1}  # C wrote it, Python reads it
+
+    raw = (out / "out.ckpt").read_bytes()
+    (out / "flip.ckpt").write_bytes(raw[:100] + bytes([raw[100] ^ 4]) + raw[101:])
+    (out / "short.ckpt").write_bytes(raw[:len(raw) // 2])
+    (out / "long.ckpt").write_bytes(_checkpoint_mutations(raw, 4, 0)[3])
+    for name, message in (("flip.ckpt", "checksum mismatch"), ("short.ckpt", "checksum mismatch"),
+                          ("long.ckpt", "its size is not the one"), ("x.bin", "not a boldc checkpoint")):
+        bad = train("-r", name, "1", "o.ckpt", "x.bin", "y.bin")
+        assert bad.returncode == 2 and message in bad.stderr, (name, bad.stderr[-2000:])
+    for k, mutated in enumerate(_checkpoint_mutations(raw, 12, 1)):
+        (out / "fuzz.ckpt").write_bytes(mutated)
+        python_accepts = True
+        try:
+            boldc.load_checkpoint(state.copy(), out / "fuzz.ckpt")
+        except boldc.BoldcError:
+            python_accepts = False
+        run = train("-r", "fuzz.ckpt", "1", "o.ckpt", "x.bin", "y.bin")
+        assert (run.returncode == 0) == python_accepts, (k, run.stderr[-2000:])
+
+    (out / "x_cut.bin").write_bytes((out / "x.bin").read_bytes()[:-3])
+    (y + 10).astype("<i4").tofile(out / "y_bad.bin")
+    y[:-1].tofile(out / "y_short.bin")
+    for args, message in ((("x_cut.bin", "y.bin"), "not a whole number of samples"),
+                          (("x.bin", "y_bad.bin"), "label is out of range"),
+                          (("x.bin", "y_short.bin"), "different numbers of samples"),
+                          (("x.bin", "missing.bin"), "cannot open data file")):
+        bad = train("1", "bad.ckpt", *args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr[-2000:])
+    assert not (out / "bad.ckpt").exists()
 
 
 def test_corrupt_or_foreign_weights_are_refused(cli, tmp_path):

@@ -4,7 +4,9 @@ For the float ops the backend implements (Conv, Gemm, MatMul, MaxPool, AveragePo
 GlobalAveragePool, Relu, Add, Flatten, Softmax, BatchNormalization, Concat), every
 single-node case goes through ``boldc.import_onnx`` and ``boldc.compile`` and must
 either match ONNX's expected outputs (within the float tolerance of backend_check)
-or be rejected at import with a one-line BoldcError.
+or be rejected at import with a one-line BoldcError; a rejected case is reported as a
+skip giving that message (not as a pass), and the number of accepted cases may not
+fall below MIN_PASSES.
 
 Two adaptations, both about the importer's input contract, not about the ops:
 - onnx 1.23 writes these cases at opset 22; boldc reads opsets 7-21, so a case refused
@@ -28,7 +30,7 @@ from onnx import numpy_helper, version_converter
 import boldc
 from boldc.errors import BoldcError
 
-from backend_check import float_close
+from backend_check import build_variant, float_close
 
 OPS = {"Conv", "Gemm", "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Add", "Flatten", "Softmax",
        "BatchNormalization", "Concat"}
@@ -110,10 +112,8 @@ def _merged(prepared) -> boldc.Module:
 
 @pytest.fixture(scope="module", params=["simd", "portable"])
 def compiled(request, prepared):
-    from backend_check import VARIANTS
-
     module = _merged(prepared)
-    return boldc.compile(module, max_batch=8, functions=list(module.functions), **VARIANTS[request.param])
+    return build_variant(module, request.param, max_batch=8, functions=list(module.functions))
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES])
@@ -121,7 +121,7 @@ def test_node_case(name, prepared, compiled):
     module, inputs, outputs, how = prepared[name]
     if how == "rejected":
         assert inputs and "\n" not in inputs, "a rejection must be a one-line message"
-        return
+        pytest.skip(f"boldc refuses this ONNX case at import (one-line error): {inputs}")
     got = compiled.run(name, inputs)
     assert len(got) == len(outputs)
     for g, want in zip(got, outputs):

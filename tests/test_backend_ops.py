@@ -1,9 +1,11 @@
 """Generated C against the interpreter, op by op (docs/backend.md, "Tests").
 
-Every case is a single-op function; all cases live in one module, so one build per
-path (SIMD, portable, portable popcount) covers them all. Each case runs with a
-batch of 1 and of 6 (the SIMD kernels switch strategy at 4 rows) and every value
-is compared: b1 and integers bit for bit, f32 within FLOAT_RTOL.
+Every case is a single-op function; all cases live in one module, so two builds per
+path (SIMD, portable, portable popcount), traced and as shipped, cover them all. Each
+case runs with a batch of 1 and of 6 (the SIMD kernels switch strategy at 4 rows) and
+every value is compared: b1 and integers bit for bit, f32 within FLOAT_RTOL; the
+shipped build (where a kernel may write in place over an argument) gives the same
+outputs (backend_check.check_all).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 import boldc
-from boldc.ops.registry import all_ops
+from boldc.backend.emitters import EMITTERS
 
 from backend_check import VARIANTS, check_all, compile_variant
 from opbuild import single_op
@@ -136,6 +138,20 @@ def op_cases():
     add("clip", [_floats(rng, B, 4, 2, 2) * 8], attrs={"min": 0.0, "max": 6.0})
     add("sigmoid", [_floats(rng, B, 11) * 10])
     add("tanh", [_floats(rng, B, 3, 2, 2) * 3])
+    add("exp", [_floats(rng, B, 7, 3)])
+    # fused ops: a layer and its epilogues in one kernel (a part of the chain kept, a residual add)
+    pad = {"pad": [1, 1, 1, 1]}
+    add("fused", [_bits(rng, B, 70, 5, 5)], [_bits(rng, 9, 70, 3, 3)],
+        {"body": [{"op": "bconv2d", "args": [0, 1], "attrs": pad}, {"op": "threshold", "args": [-1], "attrs": {}}]})
+    add("fused", [_floats(rng, B, 3, 6, 5)], [_floats(rng, 7, 3, 3, 3), _floats(rng, 7)],
+        {"body": [{"op": "conv2d", "args": [0, 1, 2], "attrs": pad}, {"op": "relu", "args": [-1], "attrs": {}}]})
+    add("fused", [_bits(rng, B, 65)], [_bits(rng, 33, 65), _ints(rng, np.int16, 33, lo=-9, hi=9)],
+        {"body": [{"op": "blinear", "args": [0, 1], "attrs": {"logic": "xor"}, "keep": True},
+                  {"op": "threshold", "args": [-1, 2], "attrs": {}}]})
+    add("fused", [_bits(rng, B, 64, 4, 4), _ints(rng, np.int8, B, 16, 4, 4, lo=-50, hi=50)],
+        [_bits(rng, 16, 64, 3, 3)],
+        {"body": [{"op": "bconv2d", "args": [0, 2], "attrs": pad}, {"op": "add", "args": [-1, 1], "attrs": {}},
+                  {"op": "threshold", "args": [-1], "attrs": {}}]})
     add("log_softmax", [_floats(rng, B, 10) * 5])
     add("log_softmax", [_floats(rng, B, 6, 2, 3)], attrs={"axis": 1})
     add("mul", [_floats(rng, B, 3, 4, 5), _floats(rng, B, 3, 4, 5)])
@@ -233,23 +249,23 @@ def test_every_op_with_c_emission_has_a_case():
     # the optimizer updates, which write params, have their own tests there)
     covered = {op for _, op, *_ in CASES} | {op for _, op, *_ in TRAIN_CASES}
     covered |= {"flip_update", "adam_update", "lr_schedule", "increment"}
-    emitted = {name for name, d in all_ops().items() if callable(d.emit_c)}
+    emitted = set(EMITTERS)
     assert emitted <= covered, f"ops with C emission but no op case here: {sorted(emitted - covered)}"
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_op_matches_interpreter(case, compiled, cases_module):
-    variant, cm = compiled
+    variant, builds = compiled
     name, _, inputs, _, _ = CASES[case]
     for batch in (1, BATCH):
-        problems = check_all(cases_module, cm, name, [x[:batch] for x in inputs])
+        problems = check_all(cases_module, builds, name, [x[:batch] for x in inputs])
         assert not problems, f"[{variant}, batch {batch}] " + "; ".join(problems)
 
 
 @pytest.mark.parametrize("case", range(len(STATIC_CASES)), ids=[c[0] for c in STATIC_CASES])
 def test_fixed_batch_op_matches_interpreter(case, compiled, cases_module):
-    variant, cm = compiled
+    variant, builds = compiled
     name, _, inputs, _, _ = STATIC_CASES[case]
     assert cases_module.function(name).args[0].type.is_static  # no batch symbol: the C runs with n = 1
-    problems = check_all(cases_module, cm, name, inputs)
+    problems = check_all(cases_module, builds, name, inputs)
     assert not problems, f"[{variant}, fixed batch {inputs[0].shape[0]}] " + "; ".join(problems)

@@ -1,8 +1,8 @@
 """Generated C of the training ops against the interpreter, op by op (docs/training.md).
 
-The gradient and loss ops (tests/train_cases.py) live in one module built once per
-path (SIMD, portable, portable popcount); every value is compared as in
-test_backend_ops.py: b1 and integers bit for bit, f32 within FLOAT_RTOL. The
+The gradient and loss ops (tests/train_cases.py) live in one module built per path
+(SIMD, portable, portable popcount), traced and as shipped (the signal kernels work in
+place there); every value is compared as in test_backend_ops.py: b1 and integers bit for bit, f32 within FLOAT_RTOL. The
 optimizer updates, which write params instead of returning values, are compared on
 the params after a call: the flip update bit for bit (weights, accumulator, beta),
 Adam and the schedules within FLOAT_RTOL.
@@ -15,9 +15,11 @@ import pytest
 
 import boldc
 from boldc import FunctionBuilder, Module, tensor
+from boldc.backend.emitters import EMITTERS
 from boldc.ops.registry import all_ops
+from boldc.ops.traits import Gradient, Loss, Optimizer
 
-from backend_check import VARIANTS, check_all, compile_variant, float_close
+from backend_check import VARIANTS, build_variant, check_all, compile_variant, float_close
 from opbuild import single_op
 from train_cases import BATCH, TRAIN_CASES
 
@@ -37,10 +39,10 @@ def compiled(request, cases_module):
 
 @pytest.mark.parametrize("case", range(len(TRAIN_CASES)), ids=[c[0] for c in TRAIN_CASES])
 def test_train_op_matches_interpreter(case, compiled, cases_module):
-    variant, cm = compiled
+    variant, builds = compiled
     name, _, inputs, _, _ = TRAIN_CASES[case]
     for batch in (1, BATCH):
-        problems = check_all(cases_module, cm, name, [x[:batch] for x in inputs])
+        problems = check_all(cases_module, builds, name, [x[:batch] for x in inputs])
         assert not problems, f"[{variant}, batch {batch}] " + "; ".join(problems)
 
 
@@ -81,13 +83,14 @@ def test_optimizer_updates_match_interpreter(variant):
     rng = np.random.default_rng(7)
     m = _optimizer_module(rng)
     ref = m.copy()
-    cm = boldc.compile(m, functions=["step"], **VARIANTS[variant])
+    cm = build_variant(m, variant, functions=["step"])
     fn = m.function("step")
     flips = 0
     for it in range(3):  # later calls start from the state the first ones left
         inputs = [(rng.standard_normal(a.type.shape) * 0.5).astype(np.float32) for a in fn.args]
         got = cm.run("step", inputs)
         want = boldc.interpret(ref, inputs, "step")
+        assert len(got) == len(want) == 3, (len(got), len(want))
         for g, w in zip(got, want):
             assert g.dtype == np.float32 and float_close(g, w), (it, g, w)
         for name, p in ref.params.items():
@@ -123,8 +126,7 @@ def test_flip_update_gate_is_inclusive_and_counts_beta():
 
 def test_every_training_op_with_c_emission_has_a_case():
     covered = {op for _, op, *_ in TRAIN_CASES} | {"flip_update", "adam_update", "lr_schedule", "increment"}
-    emitted = {name for name, d in all_ops().items() if callable(d.emit_c)}
-    training = {name for name in emitted if {"gradient", "loss", "optimizer"} & set(all_ops()[name].traits)}
+    training = {name for name in EMITTERS if any(all_ops()[name].has(t) for t in (Gradient, Loss, Optimizer))}
     assert training <= covered, f"training ops with C emission but no case: {sorted(training - covered)}"
 
 

@@ -117,6 +117,24 @@ def test_json_matches_the_api(cli):
     assert r.meta["batch"] == 16 and r.meta["phase"] == "training" and r.meta["source"] == "boolean_mlp.bir"
 
 
+@pytest.mark.parametrize("args, kwargs", [(["--no-fuse"], {"fuse": False}),
+                                          (["--signal-bits", "8"], {"signal_bits": 8}),
+                                          (["--signal-bits", "32"], {"signal_bits": 32}),
+                                          (["--signal-bits", "f32"], {"signal_bits": 32})])
+def test_fusion_and_signal_options_match_the_api(cli, args, kwargs):
+    from boldc import load
+    from boldc.energymodel import energy
+
+    code, out, err = cli("energy", GOLDEN / "boolean_cnn.bir", "--phase", "training", "--batch", "8",
+                         "--format", "json", *args)
+    assert code == 0, err
+    r = Report.from_json(out)
+    api = energy(load(GOLDEN / "boolean_cnn.bir"), batch=8, phase="training", **kwargs)
+    default = energy(load(GOLDEN / "boolean_cnn.bir"), batch=8, phase="training")
+    assert r.total_pj == pytest.approx(api.total_pj, rel=1e-12) and r.total_pj != default.total_pj
+    assert r.meta["fused"] == kwargs.get("fuse", True)
+
+
 def test_csv_to_file_and_plot(cli, tmp_path):
     out_csv, out_png = tmp_path / "r.csv", tmp_path / "r.png"
     code, out, err = cli("energy", GOLDEN / "boolean_cnn.bir", "--format", "csv", "-o", out_csv, "--plot", out_png,
@@ -126,7 +144,11 @@ def test_csv_to_file_and_plot(cli, tmp_path):
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
     assert {r["model"] for r in rows} == {"boolean", "float"}
     mine = sum(float(r["total_pj"]) for r in rows if r["model"] == "boolean")
-    assert mine > 0
+    from boldc import load
+    from boldc.energymodel import energy
+
+    api = energy(load(GOLDEN / "boolean_cnn.bir"), hw="edge_example")
+    assert mine == pytest.approx(api.total_pj, rel=1e-9)  # the csv rows add up to the API's total
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -142,15 +164,18 @@ def test_onnx_input_is_converted_and_compared_with_its_float_import(cli):
     (["missing.bir"], "missing.bir: no such"),
     ([GOLDEN / "make_golden.py"], "expected a .bir (Boolean IR) or an .onnx (float model) file"),
     ([GOLDEN / "boolean_mlp.bir", "--hw", "tpu"], "tpu: no such hardware description"),
-    ([GOLDEN / "boolean_mlp.bir", "-o", "x.json"], "-o/--output writes a json or csv report"),
-    ([GOLDEN / "boolean_mlp.bir", "--batch", "0"], "Invalid value for '--batch'"),
-    ([GOLDEN / "boolean_mlp.bir", "--phase", "train"], "Invalid value for '--phase'"),
+    ([GOLDEN / "boolean_mlp.bir", "-o", "x.json"], "--output: writes a json or csv report only"),
+    ([GOLDEN / "boolean_mlp.bir", "--batch", "0"], "--batch: 0 is not in the range x>=1"),
+    ([GOLDEN / "boolean_mlp.bir", "--phase", "train"], "--phase: 'train' is not one of 'inference', 'training'"),
+    ([GOLDEN / "boolean_mlp.bir", "--signal-bits", "12"],
+     "--signal-bits: '12' is not one of '16', '8', '4', 'f32', '32'"),
+    ([GOLDEN / "boolean_mlp.bir", "--batch", str(2**24 + 1)], "--batch: batch 16777217 is larger than 16,777,216"),
 ])
 def test_errors(cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("energy", *args)
     assert code == 2
-    assert message in err and err.startswith("boldc") and err.count("\n") == 1
+    assert message in err and err.startswith("boldc: error: ") and err.count("\n") == 1
 
 
 def test_bad_hardware_file_fails_before_the_model_is_read(cli, tmp_path):

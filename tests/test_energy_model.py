@@ -1,4 +1,4 @@
-"""The energy model of SPEC §6 on single convolutions: hand-worked cases, the tiling
+"""The energy model of docs/method.md §6 on single convolutions: hand-worked cases, the tiling
 search against brute force, and invariants of the tiling."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from boldc.energymodel.evaluate import evaluate
 from boldc.energymodel.hardware import load_hardware, parse_hardware
 from boldc.energymodel.tiling import Problem, conv_cost, evaluate_tiling
-from boldc.energymodel.works import (
+from boldc.ir.works import (
     BIT,
     INT,
     REAL,
@@ -56,7 +56,7 @@ def test_hand_worked_float_conv_with_forced_l0_split():
       (b) C_0 = 4 (F tile 36 KiB): the partial sums make one round trip in L0-C:
           +2·S_O·(2 - 1)·ε0C = 2·16384/5.4 = 6068.1 pJ.
     (a) is cheaper: L0 tile (n, m, c, y, x) = (1, 128, 8, 4, 4).
-    Counts (SPEC table): I: n3 = ⌈M/M2⌉·α/α2 = 1, n2 = 1, n1 = ⌈M1/M0⌉ = 2, n0 = H^F·W^F·α0^v·α0^h = 9·(4/6)² = 4.
+    Counts (method.md §6): I: n3 = ⌈M/M2⌉·α/α2 = 1, n2 = 1, n1 = ⌈M1/M0⌉ = 2, n0 = H^F·W^F·α0^v·α0^h = 9·(4/6)² = 4.
     F: 1, ⌈N/N2⌉⌈HO/H2O⌉⌈WO/W2O⌉ = 1, 1, 1.   O: 1, 1, 1, 1.
     Energy per stream and level:
       I: L3 1152·1·50 = 57600, L2 1152·5 = 5760, L1 1152·2·2.5 = 5760, L0-A 1152·8/4.9 = 1880.816...
@@ -166,7 +166,7 @@ def _rows_read(kind, tile, size, a_size, k, s, d, p):
 
 
 def _brute_force(kind, sizes, a_hw, kernel, stride, pad, bits, macs, hw):
-    """min over all nested divisor tilings of the SPEC formulas, written out independently."""
+    """min over all nested divisor tilings of the formulas of docs/method.md §6, written out independently."""
     n, m, c, y, x = sizes
     deps = {"forward": ("nc", "mc", "nm"), "input_signal": ("nm", "mc", "nc"),
             "weight_signal": ("nc", "nm", "mc")}[kind]
@@ -257,27 +257,40 @@ CASES = [
     ("weight_signal", (2, 4, 6, 6), (8, 4, 3, 3), (2, 8, 6, 6), (1, 1), (1, 1, 1, 1), (1, 16, 16)),
     ("weight_signal", (4, 2, 4, 4), (4, 2, 1, 1), (4, 4, 4, 4), (1, 1), (0, 0, 0, 0), (32, 32, 32)),
 ]
+# Maps too large for the tiny L2 even with one channel per tile: the L2 tile must split y or x,
+# so the I counts' halo factors h(2) at L2 (not 1) enter n_3 and n_2.
+L2_SPLIT_CASES = [
+    ("forward", (1, 2, 16, 16), (2, 2, 3, 3), (1, 2, 16, 16), (1, 1), (1, 1, 1, 1), (32, 32, 32)),
+    ("input_signal", (1, 2, 16, 16), (2, 2, 3, 3), (1, 2, 8, 8), (2, 2), (1, 1, 1, 1), (32, 32, 32)),
+    ("weight_signal", (1, 2, 16, 16), (2, 2, 3, 3), (1, 2, 16, 16), (1, 1), (1, 1, 1, 1), (32, 32, 32)),
+]
+CASES += L2_SPLIT_CASES
 
 
-@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_search_finds_the_least_energy_nested_tiling(case):
+def _work(case):
     kind, xs, ws, ys, stride, pad, (bx, bw, by) = case
     geom = ConvGeometry(xs[0], xs[1], ws[0], xs[2], xs[3], ys[2], ys[3], ws[2], ws[3], stride, (1, 1), pad)
     x, w, y = t(xs, bx, REAL), t(ws, bw, REAL), t(ys, by, REAL)
     if kind == "forward":
-        work = conv_forward(geom, x, w, y)
-    elif kind == "input_signal":  # i = dy (bits bx), f = W, o = dx
-        work = input_signal(geom, t(ys, bx, REAL), w, t(xs, by, REAL))
-    else:  # i = x, f = dy (bits bw), o = dW
-        work = weight_signal(geom, t(ys, bw, REAL), x, t(ws, by, REAL))
+        return conv_forward(geom, x, w, y)
+    if kind == "input_signal":  # i = dy (bits bx), f = W, o = dx
+        return input_signal(geom, t(ys, bx, REAL), w, t(xs, by, REAL))
+    return weight_signal(geom, t(ys, bw, REAL), x, t(ws, by, REAL))  # i = x, f = dy (bits bw), o = dW
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_search_finds_the_least_energy_nested_tiling(case):
+    work = _work(case)
     prob = Problem.of(work)
     cost = conv_cost(work, TINY_HW)
     found = sum(sum(e.values()) for e in cost.energy.values())
-    expected = _brute_force(kind, prob.sizes, prob.a_hw, prob.kernel, prob.stride, prob.pad, prob.bits,
+    expected = _brute_force(case[0], prob.sizes, prob.a_hw, prob.kernel, prob.stride, prob.pad, prob.bits,
                             prob.macs, TINY_HW)
     assert found == pytest.approx(expected, rel=1e-9)
     # and the tiny memories really force tiling at some level
     assert cost.tiles["L0"] != prob.sizes
+    if case in L2_SPLIT_CASES:  # the spatial split at L2 these cases exist for
+        assert cost.tiles["L2"][3:] != prob.sizes[3:], cost.tiles
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

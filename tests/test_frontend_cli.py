@@ -22,7 +22,8 @@ def test_convert_prints_the_summary_and_writes_the_module(cli, tmp_path):
     assert code == 0 and stderr == ""
     assert boldc.dumps(boldc.load(out)) == boldc.dumps(boldc.convert(MLP))
     for text in ("Layers", "body.3.weight", "blinear", "b1[128, 128]", "Parameters", "before", "after",
-                 "Ops changed", "batchnorm", "2 of 4 arithmetic layers are Boolean", f"wrote {out}"):
+                 "Ops changed", "batchnorm", "2 of 4 arithmetic layers are Boolean", f"wrote {out}",
+                 "fused 3 layers with the elementwise ops after them"):
         assert text in stdout, text
     # float vs Boolean parameter counts: 64·128+128 + 128·10+10 float, 2·(128·128+128) Boolean after
     assert "9,610" in stdout and "33,024" in stdout and "44,170" in stdout
@@ -35,6 +36,7 @@ def test_convert_prints_the_summary_and_writes_the_module(cli, tmp_path):
     (["--float-layers", "none"], {"float_layers": "none"}),
     (["--float-layers", "first,-1,features.3.weight"], {"float_layers": ["first", "-1", "features.3.weight"]}),
     (["--init", "random", "--seed", "5"], {"init": "random", "seed": 5}),
+    (["--no-fuse"], {"fuse": False}),
 ])
 def test_options_match_the_python_api(cli, tmp_path, args, kwargs):
     out = tmp_path / "m.bir"

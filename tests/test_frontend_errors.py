@@ -155,7 +155,7 @@ def _one_line(code, out, err, pattern):
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("boldc: error: ") or lines[0].startswith("boldc convert: error: ")
+    assert lines[0].startswith("boldc: error: ")
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in err
 
@@ -167,7 +167,8 @@ def test_cli_errors_exit_2_with_one_line_and_no_output(cli, tmp_path):
     _one_line(*cli("convert", bad, "-o", out), "bad.onnx: not (a readable ONNX model|an ONNX model)")
     _one_line(*cli("convert", tmp_path / "missing.onnx", "-o", out), "missing.onnx: no such file")
     mlp = EXAMPLES / "digits_mlp.onnx"
-    _one_line(*cli("convert", mlp, "-o", out, "--logic", "and"), "Invalid value for '--logic'")
+    _one_line(*cli("convert", mlp, "-o", out, "--logic", "and"),
+              "--logic: 'and' is not one of 'xnor', 'xor' \\(see 'boldc convert --help'\\)")
     _one_line(*cli("convert", mlp, "-o", out, "--float-layers", "nine"), "unknown float layer 'nine'")
     _one_line(*cli("convert", mlp, "-o", out, "--input-shape", "x"), "bad --input-shape 'x'")
     _one_line(*cli("convert", mlp, "-o", out, "--input-shape", "x=1x65"), "has size 64 in dimension 1")

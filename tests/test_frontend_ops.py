@@ -178,6 +178,21 @@ def test_batchnorm(opset):
     check_against_ort(m, {"x": rand(3, c, 4, 4)})
 
 
+@pytest.mark.parametrize("onnx_momentum, ir_momentum", [(None, 0.1), (0.8, 0.2), (0.99, 0.01), (1.0, 0.0)])
+def test_batchnorm_momentum_becomes_the_weight_of_the_batch_statistics(onnx_momentum, ir_momentum):
+    """ONNX: running = momentum·running + (1 - momentum)·batch; the IR (PyTorch's convention)
+    weighs the batch: the IR's momentum is 1 - ONNX's."""
+    import boldc
+
+    c = 3
+    inits = {"s": rand(c, seed=1), "b": rand(c, seed=2), "m": rand(c, seed=3), "v": np.abs(rand(c, seed=4)) + 0.1}
+    attrs = {} if onnx_momentum is None else {"momentum": onnx_momentum}
+    m = model([N("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], **attrs)], {"x": ["N", c, 4, 4]}, ["y"],
+              inits, 15)
+    bn = next(op for op in boldc.import_onnx(m).function("forward").ops if op.name == "batchnorm")
+    assert bn.attrs["momentum"] == ir_momentum
+
+
 @pytest.mark.parametrize("node", [
     N("Relu", ["x"], ["y"]), N("LeakyRelu", ["x"], ["y"]), N("LeakyRelu", ["x"], ["y"], alpha=0.2),
     N("Sigmoid", ["x"], ["y"]), N("Tanh", ["x"], ["y"]), N("PRelu", ["x", "slope"], ["y"]),

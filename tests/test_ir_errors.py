@@ -99,3 +99,36 @@ def test_builder_rejects_ill_typed_ops():
     fb = FunctionBuilder(m, "forward", [("x", tensor("f32", "N", 3))])
     with pytest.raises(TypeCheck, match="op 'blinear': input must be b1, got f32"):
         fb.op("blinear", [fb.args[0], w])
+
+
+SMALL = """bir 1
+
+func @forward(%x: i8[N, 1, 4, 4]) -> i8[N, 1, 4, 4] {
+  %p: i8[N, 1, 2, 2] = maxpool2d(%x) {kernel = [2, 2], stride = [2, 2]}
+  %q: i8[N, 1, 4, 4] = pad(%p) {pads = [0, 0, 1, 1, 0, 0, 1, 1]}
+  return %q
+}
+"""
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("kernel = [2, 2]", "kernel = [0, 2]", r"kernel \[0, 2\] must be >= 1 in both dimensions"),
+    ("kernel = [2, 2]", "kernel = [-1, -1]", r"kernel \[-1, -1\] must be >= 1"),
+    ("1, 1]}", "1, 1], value = inf}", r"pad value inf is not a i8 value"),
+    ("1, 1]}", "1, 1], value = nan}", r"pad value nan is not a i8 value"),
+])
+def test_window_and_pad_attributes_are_checked(old, new, message):
+    """A kernel below 1 or a non-finite pad value of an integer tensor is a one-line error,
+    not a numpy exception later."""
+    assert old in SMALL
+    with pytest.raises(VerifyError, match=message) as info:
+        boldc.parse(SMALL.replace(old, new, 1), filename="m.bir")
+    assert "\n" not in str(info.value)
+
+
+def test_fused_parts_take_their_operand_count():
+    text = ('bir 1\n\nparam @w : b1[5, 8]\n\nfunc @forward(%x: b1[N, 8]) -> b1[N, 5] {\n'
+            '  %h: b1[N, 5] = fused(%x, @w) {body = [{op = "blinear", args = [0], attrs = {}}, '
+            '{op = "threshold", args = [-1], attrs = {}}]}\n  return %h\n}\n')
+    with pytest.raises(VerifyError, match=r"body part 0 \(blinear\) takes 2 to 3 operands, got 1"):
+        boldc.parse(text, filename="m.bir")

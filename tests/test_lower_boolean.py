@@ -13,19 +13,26 @@ import boldc
 from boldc.errors import BoldcError
 from boldc.interp import run
 from boldc.ops.registry import lookup
+from boldc.ops.traits import Boolean, Layer
 
 from onnxgraph import example_input, example_model, model, op_names, rand
+
+
+def convert_unfused(*args, **options):
+    """boldc.convert without fusion: these tests look at the lowered ops themselves."""
+    return boldc.convert(*args, fuse=False, **options)
+
 
 N = helper.make_node
 MODELS = ["digits_mlp", "digits_cnn", "vgg_small", "resnet18"]
 
 
 def arithmetic(module):
-    return [op for op in module.ops() if "arithmetic" in lookup(op.name).traits]
+    return [op for op in module.ops() if lookup(op.name).has(Layer)]
 
 
 def is_boolean(op) -> bool:
-    return "boolean" in lookup(op.name).traits
+    return lookup(op.name).has(Boolean)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -33,7 +40,7 @@ def is_boolean(op) -> bool:
 def test_lowered_example_models(name, keep_bn):
     m = example_model(name)
     float_ir = boldc.import_onnx(m)
-    low = boldc.convert(m, keep_bn=keep_bn)
+    low = convert_unfused(m, keep_bn=keep_bn)
     ops = op_names(low)
     assert "relu" not in ops
     assert ops.count("batchnorm") == (op_names(float_ir).count("batchnorm") if keep_bn else 0)
@@ -56,7 +63,7 @@ def test_lowered_example_models(name, keep_bn):
 
 
 def test_resnet18_residual_adds_and_downsample():
-    low = boldc.convert(example_model("resnet18"))
+    low = convert_unfused(example_model("resnet18"))
     adds = [op for op in low.ops() if op.name == "add"]
     assert len(adds) == 8
     for op in adds:
@@ -74,7 +81,7 @@ def test_sign_init_bits(name):
     m = example_model(name)
     float_ir = boldc.import_onnx(m)
     for logic in ("xnor", "xor"):
-        low = boldc.convert(m, logic=logic)
+        low = convert_unfused(m, logic=logic)
         for op in arithmetic(low)[1:-1]:
             assert op.attrs["logic"] == logic
             w = float_ir.params[op.operands[1].name].data
@@ -88,8 +95,8 @@ def test_sign_init_bits(name):
 def test_xor_with_sign_init_computes_what_xnor_does(name):
     m = example_model(name)
     x = example_input(name, 8)
-    a = boldc.interpret(boldc.convert(m, logic="xnor"), x)
-    b = boldc.interpret(boldc.convert(m, logic="xor"), x)
+    a = boldc.interpret(convert_unfused(m, logic="xnor"), x)
+    b = boldc.interpret(convert_unfused(m, logic="xor"), x)
     assert np.array_equal(a, b)
 
 
@@ -97,7 +104,7 @@ def test_random_init_is_seeded():
     m = example_model("digits_cnn")
 
     def bits(seed):
-        low = boldc.convert(m, init="random", seed=seed)
+        low = convert_unfused(m, init="random", seed=seed)
         return [op.operands[1] for op in arithmetic(low)[1:-1]]
 
     a, b, c = bits(1), bits(1), bits(2)
@@ -113,7 +120,7 @@ def test_float_layer_selection():
     names = [op.operands[1].name for op in arithmetic(boldc.import_onnx(m))]
 
     def kinds(float_layers):
-        return ["B" if is_boolean(op) else "f" for op in arithmetic(boldc.convert(m, float_layers=float_layers))]
+        return ["B" if is_boolean(op) else "f" for op in arithmetic(convert_unfused(m, float_layers=float_layers))]
 
     assert kinds(None) == ["f", "B", "B", "f"]
     assert kinds("none") == ["B", "B", "B", "B"]
@@ -123,9 +130,9 @@ def test_float_layer_selection():
     assert kinds("-1") == ["B", "B", "B", "f"]
     assert kinds([names[1]]) == ["B", "f", "B", "B"]
     with pytest.raises(BoldcError, match="unknown float layer 'fc9'.*body.0.weight"):
-        boldc.convert(m, float_layers="fc9")
+        convert_unfused(m, float_layers="fc9")
     with pytest.raises(BoldcError, match="index 7 is out of range"):
-        boldc.convert(m, float_layers="7")
+        convert_unfused(m, float_layers="7")
 
 
 def test_all_boolean_thresholds_the_input_and_casts_for_float_ops():
@@ -133,7 +140,7 @@ def test_all_boolean_thresholds_the_input_and_casts_for_float_ops():
     m = model([N("Gemm", ["x", "w1"], ["a"], transB=1), N("Relu", ["a"], ["h"]),
                N("Gemm", ["h", "w2"], ["s"]), N("Softmax", ["s"], ["y"], axis=1)],
               {"x": ["N", 5]}, ["y"], {"w1": w1, "w2": w2}, 13)
-    low = boldc.convert(m, float_layers="none")
+    low = convert_unfused(m, float_layers="none")
     assert op_names(low) == ["threshold", "blinear", "threshold", "blinear", "cast", "softmax"]
     y = boldc.interpret(low, rand(4, 5))
     assert np.allclose(y.sum(1), 1.0, atol=1e-6)
@@ -145,8 +152,8 @@ def test_activation_in_a_float_part_stays():
     m = model([N("MatMul", ["x", "w0"], ["a"]), N("Tanh", ["a"], ["h"]), N("MatMul", ["h", "w1"], ["b"]),
                N("LeakyRelu", ["b"], ["g"]), N("MatMul", ["g", "w2"], ["c"]), N("Sigmoid", ["c"], ["y"])],
               {"x": ["N", 6]}, ["y"], {f"w{i}": w for i, w in enumerate(ws)}, 13)
-    assert op_names(boldc.convert(m)) == ["linear", "threshold", "blinear", "threshold", "linear", "sigmoid"]
-    assert op_names(boldc.convert(m, float_layers="all")) == op_names(boldc.import_onnx(m))
+    assert op_names(convert_unfused(m)) == ["linear", "threshold", "blinear", "threshold", "linear", "sigmoid"]
+    assert op_names(convert_unfused(m, float_layers="all")) == op_names(boldc.import_onnx(m))
 
 
 def test_maxpool_before_the_activation_stays_integer():
@@ -157,7 +164,7 @@ def test_maxpool_before_the_activation_stays_integer():
                N("Relu", ["p"], ["q"]), N("MaxPool", ["q"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
                N("Conv", ["p2", "w2"], ["y"])],
               {"x": ["N", 4, 8, 8]}, ["y"], {f"w{i}": a for i, a in enumerate(w)}, 13)
-    low = boldc.convert(m)
+    low = convert_unfused(m)
     assert op_names(low) == ["conv2d", "threshold", "bconv2d", "maxpool2d", "threshold", "bmaxpool2d", "conv2d"]
     assert low.ops()[3].results[0].type.dtype.is_int
 
@@ -166,7 +173,7 @@ def test_dropout_and_identity_are_removed():
     w = rand(4, 4, seed=1)
     m = model([N("Dropout", ["x"], ["d"]), N("MatMul", ["d", "w"], ["a"]), N("Identity", ["a"], ["y"])],
               {"x": ["N", 4]}, ["y"], {"w": w}, 13)
-    assert op_names(boldc.convert(m, float_layers="all")) == ["linear"]
+    assert op_names(convert_unfused(m, float_layers="all")) == ["linear"]
 
 
 def test_boolean_conv_semantics_against_torch():
@@ -178,25 +185,25 @@ def test_boolean_conv_semantics_against_torch():
                N("Conv", ["r", "w1", "b1"], ["s"], pads=[1, 1, 1, 1], strides=[2, 2]), N("Relu", ["s"], ["q"]),
                N("Conv", ["q", "w2"], ["y"])],
               {"x": ["N", 3, 7, 7]}, ["y"], {"w0": w0, "w1": w1, "w2": w2, "b1": b1}, 13)
-    low = boldc.convert(m)
+    low = convert_unfused(m)
     x = rand(2, 3, 7, 7)
     env = run(low, low.function(), [x])
     first, bconv = low.ops()[0], low.ops()[2]
     assert bconv.name == "bconv2d"
-    a = torch.from_numpy(env[id(first.results[0])])
+    a = torch.from_numpy(env[first.results[0]])
     bits = torch.where(a >= 0, 1.0, -1.0)
     padded = F.pad(bits, (1, 1, 1, 1), value=-1.0)  # pad_mode "false": F bits
     want = F.conv2d(padded, torch.from_numpy(np.where(w1 >= 0, 1.0, -1.0).astype(np.float32)), stride=2)
     want += torch.from_numpy(np.where(b1 >= 0, 1.0, -1.0).astype(np.float32)).reshape(1, -1, 1, 1)
-    assert np.array_equal(env[id(bconv.results[0])], want.numpy().astype(np.int16))
+    assert np.array_equal(env[bconv.results[0]], want.numpy().astype(np.int16))
 
 
 def test_pass_option_errors():
     m = example_model("digits_mlp")
     with pytest.raises(BoldcError, match="logic must be one of xnor, xor"):
-        boldc.convert(m, logic="and")
+        convert_unfused(m, logic="and")
     with pytest.raises(BoldcError, match="init must be one of sign, random"):
-        boldc.convert(m, init="zeros")
+        convert_unfused(m, init="zeros")
 
 
 def test_global_maxpool_of_bits_is_their_or():
@@ -205,10 +212,10 @@ def test_global_maxpool_of_bits_is_their_or():
                N("Relu", ["b"], ["q"]), N("GlobalMaxPool", ["q"], ["g"]), N("Flatten", ["g"], ["f"]),
                N("Gemm", ["f", "fc"], ["y"], transB=1)],
               {"x": ["N", 3, 7, 7]}, ["y"], {"w0": w0, "w1": w1, "fc": fc}, 13)
-    low = boldc.convert(m)
+    low = convert_unfused(m)
     assert op_names(low) == ["conv2d", "threshold", "bconv2d", "threshold", "global_maxpool", "flatten", "linear"]
     env = run(low, low.function(), [rand(3, 3, 7, 7)])
-    bits, pooled = (env[id(low.ops()[i].results[0])] for i in (3, 4))
+    bits, pooled = (env[low.ops()[i].results[0]] for i in (3, 4))
     assert pooled.dtype == np.bool_ and np.array_equal(pooled[:, :, 0, 0], bits.any(axis=(2, 3)))
 
 

@@ -18,6 +18,11 @@ from boldc.passes import PassManager
 from onnxgraph import example_input, example_model, op_names
 
 
+def convert_unfused(*args, **options):
+    """boldc.convert without fusion: these tests look at the lowered ops themselves."""
+    return boldc.convert(*args, fuse=False, **options)
+
+
 def bn_threshold_module(dtype: str, scale, bias, mean, var, eps: float = 1e-5, tau: int = 0) -> Module:
     c = len(scale)
     m = Module()
@@ -107,7 +112,7 @@ def test_i32_input_near_tau_and_over_a_layer_range():
 def test_float_input_and_shared_results_are_left_alone():
     m = bn_threshold_module("f32", [1.0], [0.0], [0.0], [1.0])
     out = m.copy()
-    assert PassManager("fold-bn").run(out) == {"fold-bn": False}
+    assert [(r.name, r.modified) for r in PassManager("fold-bn").run(out)] == [("fold-bn", False)]
     assert op_names(out) == ["batchnorm", "threshold"]
 
 
@@ -115,11 +120,53 @@ def test_float_input_and_shared_results_are_left_alone():
 def test_folded_network_equals_the_kept_bn_network(name):
     """Same b1 activations everywhere, hence bit-identical outputs."""
     m = example_model(name)
-    kept = boldc.convert(m, keep_bn=True)
-    fold = boldc.convert(m, fold_bn=True)
+    kept = convert_unfused(m, keep_bn=True)
+    fold = convert_unfused(m, fold_bn=True)
     ops = op_names(fold)
     assert ops.count("batchnorm") == 1  # only the BN after the first (float) layer stays
     assert all(len(op.operands) >= 2 for op in fold.ops() if op.name == "threshold" and
                op.operands[0].type.dtype.is_int)
     x = example_input(name, 16, seed=3)
     assert np.array_equal(boldc.interpret(kept, x), boldc.interpret(fold, x))
+
+
+def test_a_normalization_that_is_not_per_channel_is_left_alone():
+    """A LayerNorm-like op (a normalization over the features, not a per-channel affine map)
+    between a Boolean layer and its threshold must not be folded as if it were BatchNorm."""
+    from boldc.ops.registry import REGISTRY, NotDifferentiable, OpDef, register
+    from boldc.ops.traits import Normalization
+
+    @register
+    class FeatureNorm(OpDef):
+        """y = gamma · (x - mean_j x) / sqrt(var_j x + 1e-5) over the last axis (a test op)."""
+
+        name = "test_feature_norm"
+        operands = ("x", "gamma")
+        traits = (Normalization(),)
+        backward = NotDifferentiable("a test op")
+
+        def cost(self, ctx):
+            return []
+
+        def infer(self, types, attrs):
+            return [types[0].with_dtype(boldc.DType.f32)]
+
+        def evaluate(self, args, attrs):
+            x = args[0].astype(np.float64)
+            z = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5)
+            return [(z * args[1]).astype(np.float32)]
+
+    try:
+        m = Module()
+        gamma = m.add_param("ln.gamma", tensor("f32", 4), np.array([1, -2, 3, 0.5], np.float32))
+        fb = FunctionBuilder(m, "forward", [("s", tensor("i8", "N", 4))])
+        y = fb.op("test_feature_norm", [fb.args[0], gamma], name="y")
+        fb.ret(fb.op("threshold", [y], name="h"))
+        out = m.copy()
+        changed = PassManager("fold-bn").run(out)
+        assert [r.modified for r in changed] == [False]
+        assert op_names(out) == ["test_feature_norm", "threshold"]
+        s = np.array([[3, -1, 2, 0], [-5, 4, 4, 1]], np.int8)
+        assert np.array_equal(boldc.interpret(out, s), boldc.interpret(m, s))
+    finally:
+        REGISTRY.pop("test_feature_norm", None)

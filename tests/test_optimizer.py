@@ -1,4 +1,4 @@
-"""The Boolean optimizer (SPEC §4), Adam, schedules, and how updates run."""
+"""The Boolean optimizer (docs/method.md §4), Adam, schedules, and how updates run."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_train_step_applies_the_rule_to_each_b1_param():
     # a first step with M = 0 and β = 1 gives M = η q
     for step in range(3):
         env = run(m, fn, [x, y])
-        q, eta = env[id(flip_op.operands[3])], env[id(flip_op.operands[4])]
+        q, eta = env[flip_op.operands[3]], env[flip_op.operands[4]]
         assert float(eta) == 7.0
         acc = (np.float32(beta) * mm).astype(np.float32) + (eta * q).astype(np.float32)
         flip = np.where(w, acc >= 1, acc <= -1)
@@ -183,6 +183,14 @@ def test_insert_optimizer_errors():
         PassManager("insert-optimizer").run(m)
     with pytest.raises(BoldcError, match="not one of"):
         PassManager("insert-optimizer{schedule=step}").run(make_train_step(digits_mlp(hidden=(8,))))
+    # an i16 accumulator whose 32767 units stay below the flip threshold 1 (2^-15) could never
+    # flip a weight; a step that is not a power of two is not exact
+    for step in (2.0 ** -15, 0.3, 1.0):
+        with pytest.raises(BoldcError, match=r"accumulator-step .* must be a power of two in \[2\^-14, 1/2\]"):
+            PassManager(f"insert-optimizer{{accumulator=i16,accumulator-step={step}}}").run(
+                make_train_step(digits_mlp(hidden=(8,))))
+    PassManager(f"insert-optimizer{{accumulator=i16,accumulator-step={2.0 ** -14}}}").run(
+        make_train_step(digits_mlp(hidden=(8,))))
 
 
 # --- how updates run -----------------------------------------------------------------------
@@ -281,7 +289,7 @@ def test_step_counter_and_adam_bias_correction_use_the_old_step():
     fn = m.function("train_step")
     eta_value = next(op for op in fn.ops if op.name == "lr_schedule" and op.attrs["base"] == 8.0).results[0]
     for _ in range(6):
-        etas.append(float(run(m, fn, [x, y])[id(eta_value)]))
+        etas.append(float(run(m, fn, [x, y])[eta_value]))
     want = [4 + 4 * math.cos(math.pi * min(t, 4) / 4) for t in range(6)]
     assert etas == pytest.approx(want)
     assert int(m.params["opt.step"].data) == 6

@@ -22,13 +22,33 @@ def _module_with_dead_code() -> Module:
     return m
 
 
+def _modified(results) -> list[tuple[str, bool]]:
+    return [(r.name, r.modified) for r in results]
+
+
 def test_dce_removes_dead_ops_and_params():
     m = _module_with_dead_code()
     changed = PassManager("dce").run(m)
-    assert changed == {"dce": True}
+    assert _modified(changed) == [("dce", True)]
     assert [op.name for op in m.ops()] == ["linear", "relu"]
     assert list(m.params) == ["w"]
-    assert PassManager("dce").run(m) == {"dce": False}
+    assert _modified(PassManager("dce").run(m)) == [("dce", False)]
+
+
+def test_a_pass_run_twice_keeps_both_results():
+    results = PassManager("dce{drop-params=false},dce").run(_module_with_dead_code())
+    assert _modified(results) == [("dce", True), ("dce", True)]  # the first keeps the params, the second drops
+    assert [r.options for r in results] == [{"drop-params": False}, {"drop-params": True}]
+
+
+def test_preconditions_are_checked_before_a_pass_runs():
+    m = _module_with_dead_code()
+    with pytest.raises(BoldcError, match=r"pass insert-optimizer: module has no function @train_step \(run "
+                                         r"autodiff first\)"):
+        PassManager("insert-optimizer").run(m)
+    PassManager("autodiff").run(m)
+    with pytest.raises(BoldcError, match="pass autodiff: the module already has @train_step"):
+        PassManager("autodiff").run(m)
 
 
 def test_pipeline_options():

@@ -86,6 +86,60 @@ def train_op_cases():
         [_ints(rng, np.int8, 5, lo=-3, hi=3)], {"alpha": 0.1})  # rank 3: channels not the last axis
     add("threshold_grad", [_floats(rng, B, 12), _ints(rng, np.int32, B, 12, lo=-2**30, hi=2**30)],
         attrs={"alpha": 1e-9})  # keys too far apart for the table: computed one by one
+    # the box (straight-through) window |alpha (x - tau)| <= 1, its edges hit exactly: integer and
+    # float pre-activations, scalar and per-channel tau (integer and float), per-channel ge
+    add("threshold_grad", [_floats(rng, B, 70, 2, 2), _ints(rng, np.int16, B, 70, 2, 2, lo=-12, hi=12)],
+        attrs={"mode": "box", "alpha": 0.125, "tau": 3})
+    add("threshold_grad", [_floats(rng, B, 33), _floats(rng, B, 33) * 4],
+        attrs={"mode": "box", "alpha": 0.5})
+    add("threshold_grad", [_floats(rng, B, 65, 3, 2), _ints(rng, np.int8, B, 65, 3, 2, lo=-20, hi=20)],
+        [_ints(rng, np.int8, 65, lo=-6, hi=6), _bits(rng, 65)], {"mode": "box", "alpha": 0.25})
+    add("threshold_grad", [_floats(rng, B, 9, 2, 2), (rng.integers(-8, 9, (B, 9, 2, 2)) / 4).astype(np.float32)],
+        [(rng.integers(-4, 5, 9) / 4).astype(np.float32), _bits(rng, 9)], {"mode": "box", "alpha": 1.0})
+    add("threshold_grad", [_floats(rng, B, 7), _ints(rng, np.int32, B, 7, lo=-99, hi=99)],
+        [_ints(rng, np.int32, 7, lo=-20, hi=20)], {"mode": "box", "alpha": 0.02})
+    add("threshold_grad", [_floats(rng, B, 17, 3), _ints(rng, np.int16, B, 17, 3, lo=-9, hi=9)],
+        [(rng.integers(-8, 9, 17) / 4).astype(np.float32), _bits(rng, 17)], {"mode": "box", "alpha": 0.25})
+    # integer signals (quantize_signal's q, i8 / i16, with their power-of-two scale) against b1
+    # operands: linear and conv, word boundaries, groups, strides, both pad values, the scale's sign
+    def scale_of(e):
+        return np.array(2.0 ** e, np.float32)
+
+    for k, m, dt, e in [(63, 7, np.int16, -12), (130, 65, np.int8, 3), (9, 200, np.int16, -140)]:
+        top = 127 if dt is np.int8 else 32767
+        add("linear_grad_x", [_ints(rng, dt, B, m, lo=-top, hi=top)], [_bits(rng, m, k), scale_of(e)],
+            {"scale": -1.0 if k % 2 else 0.5})
+        add("linear_grad_w", [_ints(rng, dt, B, m, lo=-top, hi=top), _bits(rng, B, k)], [scale_of(e)],
+            {"scale": 1.0 if k % 2 else -1.0})
+    for i, (c, h, w, m, k, s, p, d, g) in enumerate(geoms[:4]):
+        oh, ow = _out_hw(h, w, k, s, p, d)
+        geo = {"stride": list(s), "pad": list(p), "dilation": list(d), "groups": g}
+        dt, top = (np.int16, 32767) if i % 2 == 0 else (np.int8, 127)
+        add("conv2d_grad_x", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top)], [_bits(rng, m, c // g, *k), scale_of(-9)],
+            {**geo, "input_hw": [h, w], "scale": -1.0 if i % 2 else 0.5})
+        add("conv2d_grad_w", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top), _bits(rng, B, c, h, w)], [scale_of(-3)],
+            {**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0, "scale": 1.0})
+    add("channel_sum", [_ints(rng, np.int16, B, 70, 3, 3, lo=-32767, hi=32767)], [scale_of(-15)])
+    add("channel_sum", [_ints(rng, np.int8, B, 33, lo=-127, hi=127)], [scale_of(2)], {"axis": -1})
+    # quantize_signal: every rounding and width, maps (channels last) and matrices, a zero signal
+    step = np.array(5, np.int32)
+    for bits, rounding, shape in [(16, "nearest", (70, 3, 3)), (8, "nearest", (33,)), (4, "log", (9, 2, 2)),
+                                  (16, "stochastic", (65, 2, 3)), (8, "stochastic", (7,)), (4, "nearest", (5, 4))]:
+        attrs = {"bits": bits, "rounding": rounding}
+        extra = []
+        if rounding == "stochastic":
+            attrs.update(seed=3, stream=2)
+            extra = [step]
+        add("quantize_signal", [_floats(rng, B, *shape) * 10.0 ** int(rng.integers(-6, 6))], extra, attrs)
+    add("quantize_signal", [np.zeros((B, 6, 2, 2), np.float32)], attrs={"bits": 16})
+    # batch normalisation with batch statistics: maps, matrices, integer input; its gradients
+    for shape, dt in [((7, 3, 3), np.float32), ((33, 2), np.float32), ((5, 2, 2), np.int16)]:
+        c = shape[0]
+        x = _floats(rng, B, *shape) * 3 + 1 if dt is np.float32 else _ints(rng, dt, B, *shape, lo=-300, hi=300)
+        add("batchnorm_train", [x], [_floats(rng, c), _floats(rng, c), _floats(rng, c), np.abs(_floats(rng, c)) + 0.5],
+            {"epsilon": 1e-3, "momentum": 0.2})
+        add("batchnorm_train_grad_x", [_floats(rng, B, *shape), x], [_floats(rng, c)])
+        add("batchnorm_train_grad_scale", [_floats(rng, B, *shape), x], attrs={"epsilon": 1e-4})
     # float activations
     add("relu_grad", [_floats(rng, B, 4, 3, 3), _floats(rng, B, 4, 3, 3)])
     add("leaky_relu_grad", [_floats(rng, B, 9), _floats(rng, B, 9)], attrs={"alpha": 0.2})

@@ -48,8 +48,8 @@ def gradients(module: Module, inputs) -> tuple[float, dict[str, np.ndarray]]:
     env = run(module, fn, inputs)
     for op in fn.ops:
         if op.name == "param_grad":
-            grads[op.operands[0].name] = env[id(op.operands[1])]
-    return float(env[id(fn.returns[0])]), grads
+            grads[op.operands[0].name] = env[op.operands[1]]
+    return float(env[fn.returns[0]]), grads
 
 
 def make_train_step(module: Module, autodiff: str = "", optimizer: str | None = None) -> Module:

@@ -3,7 +3,8 @@
 The extension is built by cffi (API mode) from the generated model.c and the
 runtime sources, and cached under ``$BOLDC_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/boldc`` or ``~/.cache/boldc``) in a directory named by a hash of
-the C sources, the flags, the compiler and the Python/cffi versions. A cached
+the C sources, the flags, the compiler (command and version), the compiler variables of
+the environment, the Python/cffi versions and, for -march=native, this CPU's ISA macros. A cached
 build is reused by every process; a build happens in a temp directory renamed into
 place, so a killed build never leaves a half-written cache entry.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.resources
 import importlib.util
 import os
 import shutil
@@ -27,20 +27,31 @@ from functools import cache
 from pathlib import Path
 
 from boldc.errors import BoldcError
+from boldc.resources import read_text
 
-RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c")
+# The runtime: the API header, the drivers, and the ISA layer (bd_isa.h selects one ISA
+# from the compiler's target macros; every bd_isa_<isa>.c is built, and only the
+# selected one has a body), docs/backend.md "The ISA layer".
+RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c",
+                 "bd_signal.c", "bd_norm.c", "bd_isa.h", "bd_isa_portable.c", "bd_isa_avx512.c",
+                 "bd_isa_avx2.c", "bd_isa_neon.c")
 RUNTIME_SOURCES = tuple(f for f in RUNTIME_FILES if f.endswith(".c"))
 
-# Target instruction sets. "native" lets the compiler use everything this machine has
-# (the runtime then selects its AVX-512 VPOPCNTDQ kernels if present, else the portable
-# kernels); "avx2" compiles the portable kernels for AVX2 + popcnt; "portable" adds no
-# -m flag at all.
+# Target instruction sets: the flags decide which ISA bd_isa.h selects (docs/backend.md,
+# "The ISA layer"). "native": everything this machine has (the best kernels it runs:
+# AVX-512 VPOPCNTDQ, else AVX2, else NEON on aarch64, else portable); "avx512", "avx2":
+# those kernels (the CPU must have them: check_isa); "neon": the NEON kernels, which need an
+# aarch64 compiler (they are in its base ISA; on another machine, export the C folder and
+# cross-compile it); "portable": the plain C kernels on any target (-DBD_NO_SIMD).
 ISA_FLAGS = {
     "native": ["-march=native"],
-    "portable": [],
+    "portable": ["-DBD_NO_SIMD"],
     "avx512": ["-mavx2", "-mfma", "-mpopcnt", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq"],
     "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
+    "neon": [],
 }
+# The kernels (BD_SIMD_NAME, build_info's "simd=") each named isa must select.
+SIMD_PATHS = {"portable": "portable", "avx512": "avx512-vpopcntdq", "avx2": "avx2", "neon": "neon"}
 POPCOUNTS = ("builtin", "portable")
 # No FP contraction (no fused multiply-add may merge the Boolean optimizer's three f32
 # operations, docs/training.md; -std=c99 implies it for gcc, the flag says it for any
@@ -68,6 +79,67 @@ def c_flags(isa: str = "native", popcount: str = "builtin", openmp: bool = False
     if openmp:
         flags.append("-fopenmp")
     return flags
+
+
+@cache
+def _predefined(cc: str, flags: tuple[str, ...]) -> frozenset[str] | None:
+    """The macros the compiler predefines with these flags, or None if it refuses them."""
+    try:
+        out = subprocess.run(cc.split() + list(flags) + ["-dM", "-E", "-x", "c", os.devnull], capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return frozenset(line.split()[1] for line in out.stdout.splitlines() if line.startswith("#define "))
+
+
+def simd_path(isa: str, cc: str | None = None) -> str | None:
+    """The kernels bd_isa.h selects for ``isa``'s flags with this compiler (its BD_SIMD_NAME,
+    as build_info reports it: "avx512-vpopcntdq", "avx2", "neon", "portable"); None when
+    the compiler refuses the flags."""
+    return kernels_selected(tuple(ISA_FLAGS[isa]), cc or find_compiler())
+
+
+@cache
+def kernels_selected(flags: tuple[str, ...], cc: str) -> str | None:
+    """The BD_SIMD_NAME that bd_isa.h selects with these compiler flags (e.g. an exported
+    Makefile's ARCH), found by the preprocessor alone; None when the compiler refuses them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("boldc_rt.h", "bd_isa.h"):
+            Path(tmp, name).write_text(runtime_text(name))
+        Path(tmp, "name.c").write_text('#include "bd_isa.h"\nBD_SIMD_NAME\n')
+        try:
+            out = subprocess.run(cc.split() + list(flags) + ["-E", "-P", "name.c"], cwd=tmp, capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return lines[-1].strip('"') if out.returncode == 0 and lines else None
+
+
+def check_isa(isa: str, cc: str | None = None) -> None:
+    """A BoldcError unless the kernels ``isa`` names can be built by this compiler and run
+    on this machine ("native" always can: it is what the machine has)."""
+    if isa not in ISA_FLAGS:
+        raise BoldcError(f"unknown isa '{isa}' (choose from {', '.join(ISA_FLAGS)})")
+    if isa == "native":
+        return
+    cc = cc or find_compiler()
+    export = ("to build for another machine, export the C folder (boldc compile MODEL -o DIR) and run make "
+              "there or with its cross compiler (docs/backend.md, \"Device export\")")
+    got = simd_path(isa, cc)
+    if got != SIMD_PATHS[isa]:
+        raise BoldcError(f"isa '{isa}': the C compiler '{cc}' does not target it (it selects the {got or 'no'} "
+                         f"kernels, not the {isa} ones); use isa='native', or {export}")
+    machine_flags = tuple(f for f in ISA_FLAGS[isa] if f.startswith("-m"))
+    wanted, base = _predefined(cc, machine_flags), _predefined(cc, ())
+    native = _predefined(cc, ("-march=native",))
+    lacking = sorted(wanted - base - native) if wanted and base and native else []
+    if lacking:
+        raise BoldcError(f"isa '{isa}': this machine's CPU lacks {', '.join(m.strip('_') for m in lacking)}, so "
+                         f"the {isa} kernels cannot run here; use isa='native' (the {simd_path('native', cc)} "
+                         f"kernels here), or {export}")
 
 
 def cache_root() -> Path:
@@ -109,7 +181,8 @@ def compiler_identity(cc: str) -> str:
 
 
 def runtime_text(name: str) -> str:
-    return importlib.resources.files("boldc.runtime").joinpath(name).read_text(encoding="utf-8")
+    """The text of runtime file ``name`` (installed, or the checkout's runtime/)."""
+    return read_text("runtime", name)
 
 
 def write_sources(directory: Path, prefix: str, model_c: str, model_h: str) -> list[Path]:
@@ -157,8 +230,13 @@ def build_extension(prefix: str, model_c: str, model_h: str, cdef: str, flags: l
                          "python3-dev (or python3-devel) package")
     runtime = "".join(runtime_text(n) for n in RUNTIME_FILES)
     wrapper = f'#include "{prefix}.h"\n#include "boldc_rt.h"\n'
-    ident = "\0".join([model_c, model_h, cdef, wrapper, runtime, " ".join(flags), compiler_identity(cc), sys.version,
-                       cffi.__version__])
+    # -march=native means this CPU's instructions: a cache shared between machines (a network
+    # home, a CI cache) must not hand AVX-512 code to an AVX2 machine
+    host = sorted(_predefined(cc, ("-march=native",)) or ()) if "-march=native" in flags else []
+    # the compiler command itself and the variables cffi's build passes to it change the binary too
+    env = [f"{k}={os.environ.get(k, '')}" for k in ("CFLAGS", "CPPFLAGS", "LDFLAGS", "LDSHARED")]
+    ident = "\0".join([model_c, model_h, cdef, wrapper, runtime, " ".join(flags), cc, compiler_identity(cc),
+                       sys.version, cffi.__version__, " ".join(host), *env])
     key = hashlib.sha256(ident.encode()).hexdigest()[:24]
     modname = f"_boldc_{key}"
     if modname in _LOADED:

@@ -1,26 +1,33 @@
-"""What an op's ``emit_c`` hook receives and returns (docs/backend.md, "Emission").
+"""What an op's emitter receives and returns (docs/backend.md, "Emission").
 
-The backend calls ``opdef.emit_c(cop)`` with a ``COp``: the op, its resolved
-attributes, and a ``CTensor`` per operand and result (C pointer name, storage
-layout). The hook returns a ``CKernel``: the Jinja macro that renders the body of the
-op's C function (template file under templates/, macro name, arguments) and the
-arena scratch it needs. Hooks never see arena offsets or file names: the generic
-emitter owns those.
+The backend calls the op's emitter (``boldc.backend.emitters``) with a ``COp``: the op,
+its resolved attributes, and a ``CTensor`` per operand and result (C pointer name,
+storage layout). The emitter returns a ``CKernel``: the C statements of the op's
+function body and the arena scratch it needs. Emitters never see arena offsets or
+file names: the generic emitter owns those, and declares the pointers (and ``n``,
+``ex``, ``scratch``) a body uses.
 
-This module is light (no jinja2, no cffi): op definitions import it.
+In a body: ``ex`` (``const bd_exec *``: the call's batch and threads), ``n`` (the
+call's batch, a ``long``), ``scratch`` (when reserved), one pointer per operand and
+result, and ``PARALLEL_FOR_IF(c)`` before a loop to split it over threads.
 
-Helpers for the many ops that are a loop over output elements (``map_body``): the
-loop nest runs over the output's storage order, so writes are sequential, and every
-operand is read through its own layout (broadcasting, channels-last, packed bits).
+Index arithmetic is built with ``cexpr`` (expressions that simplify as they are built)
+and loops with ``cblock.Block``. ``map_body`` serves the many ops that are a loop over
+output elements: the loop nest runs over the output's storage order, so writes are
+sequential, and every operand is read through its own layout (broadcasting,
+channels-last, packed bits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from boldc.backend.layout import BATCH, Layout, cmul
+from boldc.backend.cblock import Block
+from boldc.backend.cexpr import Const, Expr, Var, div, mod, product
+from boldc.backend.layout import WORD_BITS, Layout, dim_expr, words_expr
 from boldc.errors import BoldcError
 from boldc.ir.types import DType
 
@@ -54,36 +61,27 @@ class CTensor:
     def rank(self) -> int:
         return self.layout.rank
 
-    def dim(self, axis: int):
-        return self.shape[axis]
-
     @property
-    def lead(self) -> str:
-        """C expression of the leading (batch) dim: its size when static, else ``n``
-        (this call's batch). Kernels size their batch loops with it, never with ``n``
-        alone: a function without a symbolic dim runs with ``n`` = 1."""
-        return _dim_expr(self.shape[0])
+    def lead(self) -> Expr:
+        """The leading (batch) dim: its size when static, else ``n`` (this call's
+        batch). Kernels size their batch loops with it, never with ``n`` alone: a
+        function without a symbolic dim runs with ``n`` = 1."""
+        return dim_expr(self.shape[0])
 
-    def numel_expr(self) -> str:
-        return cmul(*self.shape)
+    def extent(self, axis: int) -> Expr:
+        """Logical dim ``axis`` as an index expression."""
+        return dim_expr(self.shape[axis])
 
-    def at(self, out_idx: Sequence[str], out_rank: int | None = None) -> list[str]:
+    def at(self, out_idx: Sequence, out_rank: int | None = None) -> list:
         """Index of this operand for output index ``out_idx`` under numpy
         broadcasting (axes aligned right; size-1 axes read index 0)."""
         out_rank = len(out_idx) if out_rank is None else out_rank
         lead = out_rank - self.rank
-        return ["0" if d == 1 else out_idx[lead + a] for a, d in enumerate(self.shape)]
+        return [Const(0) if d == 1 else out_idx[lead + a] for a, d in enumerate(self.shape)]
 
-    def load(self, idx: Sequence[str]) -> str:
+    def load(self, idx: Sequence) -> str:
         """Element value: the number, or 0/1 for b1."""
         return self.layout.load(self.name, idx)
-
-    def number(self, idx: Sequence[str], ctype: str) -> str:
-        """Element read as a number of C type ``ctype``; b1 reads as e(b) = +-1."""
-        v = self.load(idx)
-        if self.dtype.is_bool:
-            return f"(({ctype})(2 * {v} - 1))"
-        return f"(({ctype}){v})"
 
 
 @dataclass
@@ -109,16 +107,14 @@ class COp:
 
 @dataclass
 class CKernel:
-    """An emit_c hook's answer: render ``macro`` of ``templates/<template>`` with
-    ``op`` (the COp) and ``args``; ``scratch_bytes`` of arena are reserved for the
-    op's call (the macro reads them through the pointer ``scratch``).
-    ``scratch_check``, a C expression of the bytes the runtime will use, is compared
-    with ``scratch_bytes`` by the generated ``*_init``. ``input_check`` (see the field)
-    makes the public function return ``ERR_INPUT`` before it runs any op."""
+    """An emitter's answer: ``body``, the C statements of the op's function;
+    ``scratch_bytes`` of arena are reserved for the op's call (the body reads them
+    through the pointer ``scratch``). ``scratch_check``, a C expression of the bytes the
+    runtime will use, is compared with ``scratch_bytes`` by the generated ``*_init``.
+    ``input_check`` (see the field) makes the public function return ``ERR_INPUT``
+    before it runs any op."""
 
-    template: str
-    macro: str
-    args: dict = field(default_factory=dict)
+    body: str
     scratch_bytes: int = 0
     scratch_check: str | None = None
     # An input check run before any op of the function (so a refused call changes no
@@ -131,69 +127,82 @@ class CKernel:
     # dies at this op: the body must read each element of it before writing the same
     # element of the result (a loop over identical layouts, element by element).
     inplace: int | None = None
+    # Further (expression, bytes) pairs checked like ``scratch_check``: the parts of a fused op.
+    scratch_checks: tuple[tuple[str, int], ...] = ()
 
 
 # --- loops over output elements ----------------------------------------------------------
 
 
-def _dim_expr(d) -> str:
-    return str(d) if isinstance(d, int) else BATCH
-
-
-def map_body(out: CTensor, expr: Callable[[list[str]], str], parallel: bool = True) -> str:
+def map_body(out: CTensor, expr: Callable[[list[Expr]], str], parallel: bool = True) -> str:
     """C statements computing every element of ``out`` as ``expr(idx)``.
 
-    ``idx`` holds one C variable per logical axis of ``out`` (``i0``, ``i1``...).
-    For a b1 result ``expr`` is a C condition (true = T); bits are packed into words
-    as the layout says, padding bits left 0."""
+    ``idx`` holds one index expression per logical axis of ``out`` (the loop
+    variables ``i0``, ``i1``..., or 0 for an axis of size 1). For a b1 result ``expr``
+    is a C condition (true = T); bits are packed into words as the layout says,
+    padding bits left 0."""
     lay = out.layout
-    idx = [f"i{a}" for a in range(lay.rank)]
     if lay.rank == 0:
-        value = expr(idx)
+        value = expr([])
         if lay.dtype.is_bool:
             value = f"(uint8_t)(({value}) ? 1 : 0)"
         return f"{out.name}[0] = ({out.ctype})({value});\n"
-    lines: list[str] = []
-    depth = 0
-
-    def emit(s: str) -> None:
-        lines.append("    " * depth + s)
-
-    phys = lay.phys_dims
-    for q, axis in enumerate(lay.perm[:-1]):
-        if q == 0 and parallel:
-            emit(f"BD_OMP_FOR_IF({cmul(*lay.storage_dims)} > 32768)")
-        emit(f"for (long {idx[axis]} = 0; {idx[axis]} < {_dim_expr(phys[q])}; ++{idx[axis]}) {{")
-        depth += 1
-    last = lay.perm[-1]
-    d = _dim_expr(phys[-1])
-    if lay.packed:
-        off, _ = lay.offset([i if a != last else "0" for a, i in enumerate(idx)])
-        emit(f"for (long bd_w = 0; bd_w < ({d} + 63) / 64; ++bd_w) {{")
-        emit(f"    const long bd_end = {d} - 64 * bd_w < 64 ? {d} - 64 * bd_w : 64;")
-        emit("    uint64_t bd_word = 0;")
-        emit("    for (long bd_b = 0; bd_b < bd_end; ++bd_b) {")
-        emit(f"        const long {idx[last]} = 64 * bd_w + bd_b;")
-        emit(f"        if ({expr(idx)}) bd_word |= (uint64_t)1 << bd_b;")
-        emit("    }")
-        emit(f"    {out.name}[{off} + bd_w] = bd_word;")
-        emit("}")
-    else:
-        if len(lay.perm) == 1 and parallel:
-            emit(f"BD_OMP_FOR_IF({cmul(*lay.storage_dims)} > 32768)")
-        off, _ = lay.offset(idx)
-        value = expr(idx)
-        if lay.dtype.is_bool:
-            value = f"(({value}) ? 1 : 0)"
-        emit(f"for (long {idx[last]} = 0; {idx[last]} < {d}; ++{idx[last]})")
-        emit(f"    {out.name}[{off}] = ({out.ctype})({value});")
-    while depth:
-        depth -= 1
-        emit("}")
-    return "\n".join(lines) + "\n"
+    b = Block()
+    idx: list[Expr] = [Const(0)] * lay.rank
+    work = lay.count_expr() if parallel else None
+    dims = lay.extents
+    with ExitStack() as loops:
+        for q, axis in enumerate(lay.perm[:-1]):
+            idx[axis] = loops.enter_context(b.loop(f"i{axis}", dims[q], work))
+            work = work if isinstance(idx[axis], Const) else None  # the pragma goes on the outermost loop
+        last = lay.perm[-1]
+        if lay.packed:
+            _packed_run(b, out, idx, last, dims[-1], expr, work)
+        else:
+            idx[last] = loops.enter_context(b.loop(f"i{last}", dims[-1], work))
+            value = expr(idx)
+            if lay.dtype.is_bool:
+                value = f"(({value}) ? 1 : 0)"
+            b(f"{out.name}[{lay.offset(idx)[0]}] = ({out.ctype})({value});")
+    return b.text()
 
 
-def copy_body(dst: CTensor, src: CTensor, src_index: Callable[[list[str]], list[str]] | None = None) -> str:
+def _packed_run(b: Block, out: CTensor, idx: list, last: int, d: Expr, expr, work) -> None:
+    """The words of one packed run of ``d`` bits: bit k of word w is element 64*w + k."""
+    with b.loop("bd_w", words_expr(d), work) as w:
+        if isinstance(d, Const) and (d.value % WORD_BITS == 0 or d.value <= WORD_BITS):
+            end: Expr = Const(min(d.value, WORD_BITS))  # every word full, or the only one
+        else:
+            b.decl(f"const long bd_end = {d - w * WORD_BITS} < {WORD_BITS} ? {d - w * WORD_BITS} : {WORD_BITS};")
+            end = Var("bd_end", 1, WORD_BITS)
+        b.decl("uint64_t bd_word = 0;")
+        with b.loop("bd_b", end) as bit:
+            idx[last] = w * WORD_BITS + bit
+            b(f"if ({expr(idx)}) bd_word |= (uint64_t)1 << {bit};")
+        idx[last] = w * WORD_BITS
+        b(f"{out.name}[{out.layout.offset(idx)[0]}] = bd_word;")
+
+
+@contextmanager
+def each_row(b: Block, t: CTensor, axis: int) -> Iterator[list[Expr]]:
+    """Loops over every logical axis of ``t`` but ``axis``; yields the index, whose
+    ``axis`` entry the row's own loops (``along``) fill in."""
+    with ExitStack() as loops:
+        idx: list[Expr] = [Const(0)] * t.rank
+        for a in range(t.rank):
+            if a != axis:
+                idx[a] = loops.enter_context(b.loop(f"i{a}", t.extent(a)))
+        yield idx
+
+
+def along(b: Block, t: CTensor, axis: int, idx: list[Expr], statement: Callable[[list[Expr]], str]) -> None:
+    """One loop over ``axis`` of ``t``: ``statement(idx)`` for every position of the row."""
+    with b.loop(f"i{axis}", t.extent(axis)) as i:
+        idx[axis] = i
+        b(statement(idx))
+
+
+def copy_body(dst: CTensor, src: CTensor, src_index: Callable[[list], list] | None = None) -> str:
     """``dst`` gets ``src``'s elements (index mapped by ``src_index``, default the
     same index), converting storage but not values (same dtype). Without
     ``src_index``, layouts with the same storage (``Layout.same_storage``: the same
@@ -207,30 +216,24 @@ def copy_body(dst: CTensor, src: CTensor, src_index: Callable[[list[str]], list[
     return map_body(dst, lambda idx: src.load(get(idx)))
 
 
-def row_major_remap(dst_shape: Sequence, src_shape: Sequence) -> Callable[[list[str]], list[str]]:
+def row_major_remap(dst_shape: Sequence, src_shape: Sequence) -> Callable[[list], list]:
     """Index map of a reshape: the row-major flat position of ``dst`` index, read back
-    as an index of ``src`` (both shapes' sizes equal; dims ints or the batch)."""
+    as an index of ``src`` (both shapes' sizes equal; dims ints or the batch):
+    flat = sum idx[a] * prod(dst[a+1:]), src[a] = flat / prod(src[a+1:]) % src[a]."""
+    dst_dims = [dim_expr(d) for d in dst_shape]
+    src_dims = [dim_expr(d) for d in src_shape]
 
-    def index(idx: list[str]) -> list[str]:
-        terms = []
+    def index(idx: list) -> list:
+        flat: Expr = Const(0)
         for a, i in enumerate(idx):
-            stride = cmul(*dst_shape[a + 1:])
-            terms.append(i if stride == "1" else f"({i})*{stride}")
-        flat = "(" + " + ".join(terms) + ")" if terms else "0"
+            flat = flat + i * product(*dst_dims[a + 1:])
         out = []
-        for a, d in enumerate(src_shape):
-            stride = cmul(*src_shape[a + 1:])
-            e = flat if stride == "1" else f"{flat} / ({stride})"
-            if a > 0:
-                e = f"({e}) % ({_dim_expr(d)})"
-            out.append(e)
+        for a, d in enumerate(src_dims):
+            e = div(flat, product(*src_dims[a + 1:]))
+            out.append(mod(e, d) if a > 0 else e)
         return out
 
     return index
-
-
-def is_static_shape(t: CTensor) -> bool:
-    return all(isinstance(d, int) for d in t.shape)
 
 
 def scalar_literal(value, ctype: str) -> str:

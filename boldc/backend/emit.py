@@ -1,38 +1,49 @@
 """The generic C emitter: Module -> model.c / model.h (docs/backend.md).
 
 For every function of the module (``forward``, and ``train_step`` when the
-training passes have run) and every op in it, the op's ``emit_c`` hook renders the
-body of one static C function; this module owns everything around it: the
+training passes have run) and every op in it, the op's emitter (``boldc.backend.emitters``)
+gives the body of one static C function; this module owns everything around it: the
 storage layout of each value (``layout.py``), the arena plan (``plan.py``), the
 params image, the conversions between API buffers and internal storage, and the
 public entry points. It never branches on op names.
+
+Every op function has one signature, ``void op(const <name>_frame *frame)`` (the call's
+``bd_exec``, arena and params), so a function's ops form a table that one loop runs
+(and times, when profiling). An op function declares only the locals its body uses
+(pointers, ``n``, ``ex``, ``scratch``): the emitter reads the identifiers of the body.
+Jinja renders the file skeletons (templates/module.c.j2, module.h.j2); ``cfile.py``
+writes the C text around the bodies (names, locals, tables, strings).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
-import keyword
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from numbers import Integral
 
-from boldc import __version__
+from boldc.backend.cfile import (
+    C_KEYWORDS,
+    c_string,
+    cdef,
+    check_names,
+    comment,
+    ident,
+    local_name,
+    pointer,
+    table,
+    with_locals,
+)
 from boldc.backend.ckernel import CKernel, COp, CTensor, EmitError, copy_body
+from boldc.backend.emitters import MustLower, NoEmitter, emitter
 from boldc.backend.layout import Layout
 from boldc.backend.plan import Buffer, plan
-from boldc.ir.builder import unique_name
 from boldc.ir.core import Function, Module, Op, Param, Value
-from boldc.ops.registry import Marker, MustLower, lookup
-
-RESERVED = {"n", "ex", "bd_nt", "scratch", "arena", "params", "ctx", "cfg"}
-C_KEYWORDS = {"auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum",
-              "extern", "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return",
-              "short", "signed", "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void",
-              "volatile", "while"}
-
+from boldc.ops.registry import lookup
+from boldc.resources import read_text
+from boldc.version import __version__
 
 MAX_BATCH_LIMIT = 65536  # the C code counts samples in an int; larger batches belong in several calls
 MAX_THREADS_LIMIT = 1024
@@ -137,29 +148,9 @@ class Program:
 def environment():
     import jinja2
 
-    def load(name: str) -> str:
-        return importlib.resources.files("boldc.templates").joinpath(name).read_text(encoding="utf-8")
-
-    return jinja2.Environment(loader=jinja2.FunctionLoader(load), trim_blocks=True, lstrip_blocks=True,
+    loader = jinja2.FunctionLoader(lambda name: read_text("templates", name))
+    return jinja2.Environment(loader=loader, trim_blocks=True, lstrip_blocks=True,
                               keep_trailing_newline=True, undefined=jinja2.StrictUndefined, autoescape=False)
-
-
-def _comment(text: str) -> str:
-    return " ".join(str(text).split()).replace("*/", "* /")
-
-
-def _ident(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_]", "_", text)
-    if not s or s[0].isdigit():
-        s = "_" + s
-    return s
-
-
-def _local_name(name: str, used: set[str]) -> str:
-    base = _ident(name.replace("[", "").replace("]", ""))
-    if base in RESERVED or base in C_KEYWORDS or keyword.iskeyword(base) or base.startswith("bd_"):
-        base = base + "_"
-    return unique_name(base, used, sep="", first=2)
 
 
 def _batch_symbol(fn: Function) -> str | None:
@@ -174,16 +165,11 @@ def _batch_symbol(fn: Function) -> str | None:
     return next(iter(symbols), None)
 
 
-def _pointer(ctype: str, name: str, base: str, offset: int, ref: str) -> str:
-    """``const float *x = (const float *)(arena + 64); /* %x */``"""
-    return f"{ctype} *{name} = ({ctype} *)({base} + {offset}); /* {_comment(ref)} */"
-
-
-def _marker_message(op: Op, marker: Marker) -> str:
+def _no_emitter_message(op: Op, why: MustLower | NoEmitter) -> str:
     where = f"{op.loc}: " if op.loc else ""
-    if isinstance(marker, MustLower):
-        return f"{where}op {op.describe()} must be rewritten before C emission: {marker.reason}"
-    return f"{where}op {op.describe()} has no C implementation: {marker.reason}"
+    if isinstance(why, MustLower):
+        return f"{where}op {op.describe()} must be rewritten before C emission: {why.reason}"
+    return f"{where}op {op.describe()} has no C implementation: {why.reason}"
 
 
 class Emitter:
@@ -209,7 +195,7 @@ class Emitter:
     def function(self, fn: Function) -> tuple[FunctionCode, dict]:
         prefix = self.options.name
         has_batch = _batch_symbol(fn) is not None
-        code = FunctionCode(fn.name, f"{prefix}_{_ident(fn.name)}", list(fn.args),
+        code = FunctionCode(fn.name, f"{prefix}_{ident(fn.name)}", list(fn.args),
                             [Layout(a.type.dtype, a.type.shape, api=True) for a in fn.args],
                             list(fn.returns), [Layout(v.type.dtype, v.type.shape, api=True) for v in fn.returns],
                             has_batch)
@@ -266,43 +252,44 @@ class Emitter:
 
     def _emit_op(self, fn: Function, i: int, op: Op, layouts: dict[int, Layout]) -> tuple[COp, CKernel]:
         opdef = lookup(op.name)
-        hook = opdef.emit_c
-        if isinstance(hook, Marker) or hook is None:
-            raise EmitError(_marker_message(op, hook))
+        hook = emitter(op.name)
+        if isinstance(hook, (MustLower, NoEmitter)):
+            raise EmitError(_no_emitter_message(op, hook))
         used: set[str] = set()
         names = opdef.operand_names(len(op.operands))
         ins = []
         for name, o in zip(names, op.operands):
             lay = self.params[o.name].layout if isinstance(o, Param) else layouts[id(o)]
-            ins.append(CTensor(_local_name(name, used), lay, isinstance(o, Param), o.ref))
+            ins.append(CTensor(local_name(name, used), lay, isinstance(o, Param), o.ref))
         out_names = ["y"] if len(op.results) == 1 else [f"y{k}" for k in range(len(op.results))]
-        outs = [CTensor(_local_name(nm, used), layouts[id(r)], False, r.ref) for nm, r in zip(out_names, op.results)]
+        outs = [CTensor(local_name(nm, used), layouts[id(r)], False, r.ref) for nm, r in zip(out_names, op.results)]
         cop = COp(op, dict(op.attrs), ins, outs, i, self.options.max_threads, self.options.max_batch)
         kernel = hook(cop)
         if not isinstance(kernel, CKernel):
-            raise TypeError(f"emit_c of '{op.name}' returned {type(kernel).__name__}, not a CKernel")
+            raise TypeError(f"the emitter of '{op.name}' returned {type(kernel).__name__}, not a CKernel")
         return cop, kernel
 
     def _op_text(self, fn, i, op, cop: COp, kernel: CKernel, scratch, code: FunctionCode) -> dict:
-        macro = getattr(self.env.get_template(kernel.template).module, kernel.macro)
-        body = str(macro(cop, **kernel.args)).strip("\n")
         opdef = lookup(op.name)
         written = set(opdef.updated_positions(len(op.operands)))
-        local = []
+        decls = {}
         for pos, (t, o) in enumerate(zip(cop.ins, op.operands)):
             const = "" if pos in written else "const "
             base, off = ("params", self.params[o.name].offset) if isinstance(o, Param) \
                 else ("arena", code.slots[id(o)].buffer.offset)
-            local.append({"name": t.name, "decl": _pointer(const + t.ctype, t.name, base, off, t.ref)})
+            decls[t.name] = pointer(const + t.ctype, t.name, base, off, t.ref)
         for t, r in zip(cop.outs, op.results):
-            local.append({"name": t.name, "decl": _pointer(t.ctype, t.name, "arena", code.slots[id(r)].buffer.offset,
-                                                           t.ref)})
+            decls[t.name] = pointer(t.ctype, t.name, "arena", code.slots[id(r)].buffer.offset, t.ref)
+        if scratch is not None:
+            decls["scratch"] = f"unsigned char *scratch = frame->arena + {scratch.offset};"
         cname = f"{code.cname}_op{i}"
         code.profile_ops.append((self.profile_slots, op.describe()))
         self.profile_slots += 1
-        if kernel.scratch_check:
-            self.scratch_checks.append({"expr": kernel.scratch_check, "bytes": kernel.scratch_bytes,
-                                        "op": _comment(f"@{fn.name} op {i} {op.describe()}")})
+        checks = ([(kernel.scratch_check, kernel.scratch_bytes)] if kernel.scratch_check else []) + \
+            list(kernel.scratch_checks)
+        for expr, nbytes in checks:
+            self.scratch_checks.append({"expr": expr, "bytes": nbytes,
+                                        "op": comment(f"@{fn.name} op {i} {op.describe()}")})
         check_index = None
         if kernel.input_check:
             for pos in kernel.input_check_operands:
@@ -311,13 +298,12 @@ class Emitter:
                     raise cop.fail(f"operand {o.ref} is checked before the function runs, so it must be a "
                                    "function argument or a param")
             check_index = len(self.input_checks)
-            self.input_checks.append(_comment(f"@{fn.name}: op {op.describe()}: {kernel.input_check_message}"))
+            self.input_checks.append(comment(f"@{fn.name}: op {op.describe()}: {kernel.input_check_message}"))
         # The IR file's base name only: generated code must not depend on where the file lives.
         loc = f"  ({os.path.basename(op.loc.filename or '<string>')}:{op.loc.line}:{op.loc.col})" if op.loc else ""
-        return {"cname": cname, "comment": _comment(repr(op)) + loc, "locals": local, "body": body,
-                "profile_index": self.profile_slots - 1,
-                "scratch_bytes": kernel.scratch_bytes, "scratch_offset": scratch.offset if scratch else 0,
-                "check": kernel.input_check, "check_index": check_index}
+        return {"cname": cname, "comment": comment(repr(op)) + loc, "code": with_locals(kernel.body, decls),
+                "check": with_locals(kernel.input_check, decls) if kernel.input_check else None,
+                "check_index": check_index}
 
     def _function_text(self, fn: Function, code: FunctionCode, ops: list[dict]) -> dict:
         sig = [f"{self.options.name}_ctx *ctx", "int n"]
@@ -326,10 +312,10 @@ class Emitter:
             sig.append(f"const {api.ctype} *in{k}")
             slot = code.slots[id(a)]
             src, dst = CTensor("src", api, ref=a.ref), CTensor("dst", slot.layout, ref=a.ref)
+            decls = {"dst": pointer(slot.layout.ctype, "dst", "arena", slot.buffer.offset)}
             copies_in.append({"cname": f"{code.cname}_in{k}", "arg": f"in{k}",
-                              "comment": _comment(f"{a.ref}: {a.type}"), "src": "src", "src_ctype": api.ctype,
-                              "dst": "dst", "dst_ctype": slot.layout.ctype, "offset": slot.buffer.offset,
-                              "code": copy_body(dst, src).rstrip("\n")})
+                              "comment": comment(f"{a.ref}: {a.type}"), "param": f"const {api.ctype} *src",
+                              "code": with_locals(copy_body(dst, src), decls)})
         for k, (v, api) in enumerate(zip(fn.returns, code.ret_api)):
             sig.append(f"{api.ctype} *out{k}")
             if isinstance(v, Param):
@@ -339,15 +325,17 @@ class Emitter:
                 slot = code.slots[id(v)]
                 lay, base, off = slot.layout, "arena", slot.buffer.offset
             src, dst = CTensor("src", lay, ref=v.ref), CTensor("dst", api, ref=v.ref)
+            decls = {"src": pointer("const " + lay.ctype, "src", base, off)}
             copies_out.append({"cname": f"{code.cname}_out{k}", "arg": f"out{k}",
-                               "comment": _comment(f"{k}: {v.ref}: {v.type}"), "src": "src", "src_ctype": lay.ctype,
-                               "dst": "dst", "dst_ctype": api.ctype, "base": base, "offset": off,
-                               "code": copy_body(dst, src).rstrip("\n")})
+                               "comment": comment(f"{k}: {v.ref}: {v.type}"), "param": f"{api.ctype} *dst",
+                               "code": with_locals(copy_body(dst, src), decls)})
         ins = ", ".join(f"{a.ref}: {a.type}" for a in fn.args)
         outs = ", ".join(str(v.type) for v in fn.returns)
+        first_slot = code.profile_ops[0][0] if code.profile_ops else 0
         return {"name": fn.name, "cname": code.cname, "signature": ", ".join(sig), "has_batch": code.has_batch,
-                "doc": _comment(f"({ins}) -> ({outs}); inputs in0.., outputs out0.. as API buffers"),
-                "copies_in": copies_in, "copies_out": copies_out, "ops": ops}
+                "doc": comment(f"({ins}) -> ({outs}); inputs in0.., outputs out0.. as API buffers"),
+                "copies_in": copies_in, "copies_out": copies_out, "ops": ops, "first_slot": first_slot,
+                "table": table([op["cname"] for op in ops])}
 
     # -- the whole module ---------------------------------------------------------------
     def program(self) -> Program:
@@ -364,12 +352,14 @@ class Emitter:
                             f"max_batch={self.options.max_batch}, more than the limit of {MAX_ARENA_BYTES >> 30} "
                             "GiB: use a smaller max_batch")
         prefix = self.options.name
+        check_names(prefix, texts)
         ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "functions": texts,
-               "scratch_checks": self.scratch_checks, "input_checks": [_c_string(m) for m in self.input_checks],
+               "any_ops": any(t["ops"] for t in texts), "any_checks": bool(self.input_checks),
+               "scratch_checks": self.scratch_checks, "input_checks": [c_string(m) for m in self.input_checks],
                "param_infos": self._param_infos()}
         model_c = self.env.get_template("module.c.j2").render(**ctx)
-        params_desc = [{"name": s.param.name, "macro": _ident(s.param.name).upper(), "offset": s.offset,
-                        "desc": _comment(f"{s.param.type}, {s.layout.ctype}[{s.layout.count(1)}] "
+        params_desc = [{"name": s.param.name, "macro": ident(s.param.name).upper(), "offset": s.offset,
+                        "desc": comment(f"{s.param.type}, {s.layout.ctype}[{s.layout.count(1)}] "
                                          f"stored {list(s.layout.storage_dims)}")} for s in self.params.values()]
         digest = hashlib.sha256((model_c + repr(params_desc)).encode()).digest()
         model_hash = int.from_bytes(digest[:8], "little")
@@ -377,42 +367,17 @@ class Emitter:
             **ctx, arena_bytes=arena, params_bytes=max(self.params_bytes, 64), max_batch=self.options.max_batch,
             max_threads=self.options.max_threads, hash_hex=f"0x{model_hash:016x}", params=params_desc,
             profile_slots=max(self.profile_slots, 1))
-        cdef = _cdef(prefix, texts)
-        return Program(self.options, model_c, model_h, cdef, self.params, functions, max(self.params_bytes, 64),
-                       arena, model_hash, max(self.profile_slots, 1), list(self.input_checks))
+        return Program(self.options, model_c, model_h, cdef(prefix, texts), self.params, functions,
+                       max(self.params_bytes, 64), arena, model_hash, max(self.profile_slots, 1),
+                       list(self.input_checks))
 
     def _param_infos(self) -> list[dict]:
         """The checkpoint table of the params (runtime ``bd_param_info``), in module order."""
         from boldc.backend.kernels import DTYPE_CODE
 
-        return [{"name": _c_string(s.param.name), "dtype": DTYPE_CODE[s.param.type.dtype],
+        return [{"name": c_string(s.param.name), "dtype": DTYPE_CODE[s.param.type.dtype],
                  "rank": s.param.type.rank, "dims": ", ".join(str(d) for d in s.param.type.shape) or "0",
                  "offset": s.offset} for s in self.params.values()]
-
-
-def _c_string(text: str) -> str:
-    """A C string literal of ``text`` (UTF-8; anything but printable ASCII as octal escapes)."""
-    out = []
-    for b in text.encode("utf-8"):
-        c = chr(b)
-        out.append("\\" + c if c in '"\\?' else c if 32 <= b < 127 else f"\\{b:03o}")
-    return '"' + "".join(out) + '"'
-
-
-def _cdef(prefix: str, texts: list[dict]) -> str:
-    lines = [f"typedef struct {{ unsigned char *params; unsigned char *arena; int threads; double *profile; "
-             f"int error_check; }} {prefix}_ctx;",
-             f"int {prefix}_init({prefix}_ctx *ctx, unsigned char *params, unsigned char *arena);",
-             f"int {prefix}_set_threads({prefix}_ctx *ctx, int threads);",
-             f"int {prefix}_checkpoint_save(const {prefix}_ctx *ctx, const char *path, const void *meta, "
-             "size_t meta_len);",
-             f"int {prefix}_checkpoint_load({prefix}_ctx *ctx, const char *path, void *meta, size_t meta_cap, "
-             "size_t *meta_len);",
-             f"const char *{prefix}_input_check_message(int k);",
-             "const char *bd_checkpoint_error(int code);",
-             "const char *bd_build_info(void);"]
-    lines += [f"int {t['cname']}({t['signature']});" for t in texts]
-    return "\n".join(lines) + "\n"
 
 
 def generate(module: Module, options: Options | None = None) -> Program:

@@ -22,6 +22,7 @@ from pathlib import Path
 from boldc.backend.build import RUNTIME_FILES, runtime_text
 from boldc.backend.emit import EmitError, Options, Program, environment, generate
 from boldc.errors import ArtefactError
+from boldc.fileio import check_parent
 from boldc.ir.core import Module
 
 MAGIC = b"BOLDCW01"
@@ -70,10 +71,7 @@ def _check_destination(out: Path, force: bool) -> Path:
             raise ArtefactError(f"{out}: --force replaces only an empty folder or one written by boldc compile "
                                 f"(with its {MARKER} file), and this one is neither: remove it yourself or "
                                 "choose another folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ArtefactError(f"{out}: parent directory {parent} does not exist")
-    return parent
+    return check_parent(out)
 
 
 def _check_names(prefix: str, names: list[str], train: bool) -> None:
@@ -120,7 +118,7 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
                  force: bool = False) -> Path:
     """Write the standalone folder for ``program`` (params ``image``) at ``outdir``; with a
     @train_step in the program, also the training example ``train_main.c``."""
-    from boldc import __version__
+    from boldc.version import __version__
 
     out = Path(outdir)
     parent = _check_destination(out, force)
@@ -132,7 +130,9 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
         tf, t_inputs, _ = _io_descriptions(program, "train_step", outputs_per_sample=False)
         train = {"f": tf, "inputs": t_inputs}
     ctx = {"prefix": prefix, "P": prefix.upper(), "version": __version__, "f": f, "inputs": inputs,
-           "outputs": outputs, "threads": program.options.max_threads, "train": train}
+           "outputs": outputs, "threads": program.options.max_threads, "train": train,
+           "runtime_objects": [n[:-2] + ".o" for n in RUNTIME_FILES if n.endswith(".c")],
+           "runtime_headers": [n for n in RUNTIME_FILES if n.endswith(".h")]}
     files = [
         (f"{prefix}.c", program.model_c),
         (f"{prefix}.h", program.model_h),
@@ -156,11 +156,17 @@ def write_folder(program: Program, image: bytes, outdir: str | os.PathLike, func
 
 def export(module: Module, outdir: str | os.PathLike, *, name: str = "model", max_batch: int = 1,
            threads: int = 1, func: str = "forward", force: bool = False, params: dict | None = None,
-           train: bool = False) -> Path:
+           train: bool = False, fuse: bool = True) -> Path:
     """Generate C for ``module`` and write the standalone folder (see module doc).
     ``params`` overrides the module's tensors (e.g. a CompiledModel's current ones).
     With ``train`` the module must have @train_step (``boldc.backend.training``): it is
-    emitted too, with the training example program."""
+    emitted too, with the training example program. ``fuse``: fuse each layer with the
+    elementwise ops after it first (on a copy), as ``boldc.compile`` does."""
     functions = (func,) if not train else tuple(dict.fromkeys((func, "forward", "train_step")))
+    if fuse:
+        from boldc.passes.fuse_epilogues import FuseEpilogues
+
+        module = module.copy()
+        FuseEpilogues(functions=list(functions)).run(module)
     program = generate(module, Options(name=name, max_batch=max_batch, max_threads=threads, functions=functions))
     return write_folder(program, program.params_image(params), outdir, func, force)

@@ -1,4 +1,4 @@
-"""C emission helpers the ops' ``emit_c`` hooks call (docs/backend.md, "Emission").
+"""C emission helpers the ops' emitters call (``emitters/forward.py``; docs/backend.md, "Emission").
 
 Two kinds of emission:
 
@@ -10,7 +10,7 @@ Two kinds of emission:
 - loop nests over output elements (``map``) for elementwise, shape and cast ops,
   generated from C expressions of the operands (see ``ckernel.map_body``).
 
-Nothing here names an op: the hooks in boldc/ops/ pick the helper.
+Nothing here names an op: the emitters (boldc/backend/emitters/) pick the helper.
 """
 
 from __future__ import annotations
@@ -19,8 +19,20 @@ from collections.abc import Callable
 
 import numpy as np
 
-from boldc.backend.ckernel import CKernel, COp, CTensor, copy_body, map_body, row_major_remap, scalar_literal
-from boldc.backend.layout import cmul, words
+from boldc.backend.cblock import Block
+from boldc.backend.cexpr import Expr, inside, product
+from boldc.backend.ckernel import (
+    CKernel,
+    COp,
+    CTensor,
+    along,
+    copy_body,
+    each_row,
+    map_body,
+    row_major_remap,
+    scalar_literal,
+)
+from boldc.backend.layout import BATCH_VAR, words
 from boldc.ir.types import DType
 
 DTYPE_CODE = {DType.f32: "BD_F32", DType.i8: "BD_I8", DType.i16: "BD_I16", DType.i32: "BD_I32", DType.b1: "BD_B1"}
@@ -42,10 +54,22 @@ def _init(fields: dict) -> str:
     return "{" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}"
 
 
-def _kernel(template: str, macro: str, struct: str, fields: dict, scratch: int, scratch_fn: str, **args) -> CKernel:
+def runtime_call(struct: str, fields: dict, call: str, scratch: int, scratch_fn: str, batch: Expr | None = None
+                 ) -> CKernel:
+    """A runtime kernel's call: ``static const <struct> cfg = {fields};`` then ``call``,
+    a format string whose ``{ex}`` is the execution context. With ``batch`` (the
+    kernel's leading dim) not the call's ``n``, the kernel gets a copy of ``ex`` with
+    that batch (a fixed-shape tensor in a function without a batch, where ``n`` is 1)."""
     cfg = _init(fields)
-    return CKernel(template, macro, {"cfg": cfg, **args}, scratch_bytes=scratch,
-                   scratch_check=f"{scratch_fn}(&(const {struct}){cfg})")
+    b = Block()
+    b.decl(f"static const {struct} cfg = {cfg};")
+    ex = "ex"
+    if batch is not None and batch != BATCH_VAR:
+        b.decl("bd_exec bd_ex = *ex;")
+        b(f"bd_ex.n = {batch};")
+        ex = "&bd_ex"
+    b(call.format(ex=ex))
+    return CKernel(b.text(), scratch_bytes=scratch, scratch_check=f"{scratch_fn}(&(const {struct}){cfg})")
 
 
 def _optional(cop: COp, position: int) -> str:
@@ -80,13 +104,18 @@ def bconv2d(cop: COp) -> CKernel:
     mgp = _up(mg, 8)
     scratch = (_r(8 * g["groups"] * k * mgp) + (_r(4 * g["M"] * taps) if neutral else 0) + _r(4 * g["M"])
                + cop.max_threads * (_r(8 * CHUNK * k) + _r(4 * CHUNK * mgp)))
-    return _kernel("boolean.c.j2", "bconv2d", "bd_bconv", fields, scratch, "bd_bconv2d_scratch",
-                   bias=_optional(cop, 2), batch=cop.ins[0].lead)
+    return runtime_call("bd_bconv", fields, f"bd_bconv2d(&cfg, {{ex}}, {_args(cop)}, scratch);", scratch,
+                        "bd_bconv2d_scratch", cop.ins[0].lead)
 
 
-def rows_of(t: CTensor) -> str:
+def _args(cop: COp) -> str:
+    """The layer's pointers: input, weights, bias (or NULL), result."""
+    return f"{cop.ins[0].name}, {cop.ins[1].name}, {_optional(cop, 2)}, {cop.out.name}"
+
+
+def rows_of(t: CTensor) -> Expr:
     """Rows of a [..., K] operand: the product of its leading dims."""
-    return cmul(*t.shape[:-1])
+    return product(*(t.extent(a) for a in range(t.rank - 1)))
 
 
 def blinear(cop: COp) -> CKernel:
@@ -99,12 +128,13 @@ def blinear(cop: COp) -> CKernel:
     fields = {"K": kdim, "M": m, "sign": logic_sign(cop.attrs), "out_type": DTYPE_CODE[cop.out.dtype],
               "max_threads": cop.max_threads}
     scratch = _r(8 * words(kdim) * _up(m, 8)) + _r(8 * QUAD * words(kdim)) + _r(4 * m)
-    return _kernel("boolean.c.j2", "blinear", "bd_blinear", fields, scratch, "bd_blinear_scratch",
-                   bias=_optional(cop, 2), rows=rows_of(x))
+    return runtime_call("bd_blinear", fields, f"bd_blinear_run(&cfg, {{ex}}, {rows_of(x)}, {_args(cop)}, scratch);",
+                        scratch, "bd_blinear_scratch")
 
 
-def fconv2d(cop: COp, sign: int = 1) -> CKernel:
-    """Float or mixed convolution: runtime ``bd_fconv2d``."""
+def fconv2d(cop: COp) -> CKernel:
+    """Float or mixed convolution (a mixed layer's logic sets the sign): runtime ``bd_fconv2d``."""
+    sign = logic_sign(cop.attrs)
     g = conv_geometry(cop)
     w = cop.ins[1]
     fields = {**g, "x_type": DTYPE_CODE[cop.ins[0].dtype], "w_type": DTYPE_CODE[w.dtype], "sign": sign,
@@ -112,12 +142,13 @@ def fconv2d(cop: COp, sign: int = 1) -> CKernel:
     cg, mg = g["C"] // g["groups"], g["M"] // g["groups"]
     kf = g["kh"] * g["kw"] * cg
     scratch = _r(4 * g["groups"] * kf * _up(mg, FM)) + cop.max_threads * _r(4 * FCHUNK * kf)
-    return _kernel("float.c.j2", "fconv2d", "bd_fconv", fields, scratch, "bd_fconv2d_scratch",
-                   bias=_optional(cop, 2), batch=cop.ins[0].lead)
+    return runtime_call("bd_fconv", fields, f"bd_fconv2d(&cfg, {{ex}}, {_args(cop)}, scratch);", scratch,
+                        "bd_fconv2d_scratch", cop.ins[0].lead)
 
 
-def flinear(cop: COp, sign: int = 1) -> CKernel:
-    """Float or mixed linear layer: runtime ``bd_flinear_run``."""
+def flinear(cop: COp) -> CKernel:
+    """Float or mixed linear layer (a mixed layer's logic sets the sign): runtime ``bd_flinear_run``."""
+    sign = logic_sign(cop.attrs)
     x, w = cop.ins[0], cop.ins[1]
     if x.layout.perm[-1] != x.rank - 1:
         raise cop.fail(f"the C backend needs the features on the last stored axis; input {x.ref} is rank "
@@ -126,8 +157,8 @@ def flinear(cop: COp, sign: int = 1) -> CKernel:
     fields = {"K": kdim, "M": m, "x_type": DTYPE_CODE[x.dtype], "w_type": DTYPE_CODE[w.dtype], "sign": sign,
               "max_threads": cop.max_threads}
     scratch = _r(4 * kdim * _up(m, FM)) + cop.max_threads * _r(4 * FQUAD * kdim)
-    return _kernel("float.c.j2", "flinear", "bd_flinear", fields, scratch, "bd_flinear_scratch",
-                   bias=_optional(cop, 2), rows=rows_of(x))
+    return runtime_call("bd_flinear", fields, f"bd_flinear_run(&cfg, {{ex}}, {rows_of(x)}, {_args(cop)}, scratch);",
+                        scratch, "bd_flinear_scratch")
 
 
 # --- threshold --------------------------------------------------------------------------------
@@ -167,18 +198,22 @@ def threshold(cop: COp) -> CKernel:
     if not fast:
         return map_kernel(cop, lambda idx: _threshold_cond(x, tau, ge, scalar, ct, idx))
     c = y.layout.phys_dims[-1]
-    pixels = cmul(*y.layout.phys_dims[:-1])
+    pixels = product(*y.layout.extents[:-1])
     t_type = "int32_t" if fast_int else "float"
-    scratch = _r(4 * c) + _r(c)
-    if tau is not None:
-        t_value = f"({t_type})" + tau.load(["bd_c"])
+    b = Block()
+    b.decl(f"{t_type} *bd_t = ({t_type} *)scratch;", f"uint8_t *bd_le = (uint8_t *)(scratch + {_r(4 * c)});")
+    with b.loop("bd_c", c) as ch:
+        if tau is not None:
+            t_value = f"({t_type})" + tau.load([ch])
+        else:
+            t_value = scalar_literal(scalar, "float") if t_type == "float" else scalar_literal(scalar, "int32_t")
+        le_value = f"(uint8_t)!{ge.load([ch])}" if ge is not None else "0"
+        b(f"bd_t[{ch}] = {t_value};", f"bd_le[{ch}] = {le_value};")
+    if t_type == "float":
+        b(f"bd_threshold_f32(ex, {x.name}, {pixels}, {c}, bd_t, bd_le, {y.name});")
     else:
-        t_value = scalar_literal(scalar, "float") if t_type == "float" else scalar_literal(scalar, "int32_t")
-    le_value = f"(uint8_t)!{ge.load(['bd_c'])}" if ge is not None else "0"
-    return CKernel("boolean.c.j2", "threshold", {"c": c, "pixels": pixels, "t_type": t_type, "t_value": t_value,
-                                                 "le_value": le_value, "le_offset": _r(4 * c),
-                                                 "x_code": DTYPE_CODE[x.dtype]},
-                   scratch_bytes=scratch)
+        b(f"bd_threshold_int(ex, {x.name}, {DTYPE_CODE[x.dtype]}, {pixels}, {c}, bd_t, bd_le, {y.name});")
+    return CKernel(b.text(), scratch_bytes=_r(4 * c) + _r(c))
 
 
 def _threshold_cond(x: CTensor, tau, ge, scalar, ct: str, idx: list[str]) -> str:
@@ -192,16 +227,12 @@ def _threshold_cond(x: CTensor, tau, ge, scalar, ct: str, idx: list[str]) -> str
 # --- loops over output elements ---------------------------------------------------------------
 
 
-def map_kernel(cop: COp, expr: Callable[[list[str]], str], out: CTensor | None = None) -> CKernel:
+def map_kernel(cop: COp, expr: Callable[[list[Expr]], str], out: CTensor | None = None) -> CKernel:
     """Every element of the result computed by a C expression of its index."""
-    return CKernel("elementwise.c.j2", "body", {"code": map_body(out or cop.out, expr)})
+    return CKernel(map_body(out or cop.out, expr))
 
 
-def code_kernel(code: str) -> CKernel:
-    return CKernel("elementwise.c.j2", "body", {"code": code})
-
-
-def values(cop: COp, idx: list[str]) -> list[str]:
+def values(cop: COp, idx: list[Expr]) -> list[str]:
     """Each operand's element for output index ``idx`` (numpy broadcasting); b1
     operands read as e(b) = +-1 (an int)."""
     out = []
@@ -224,19 +255,19 @@ def wide_ctype(dtype: DType) -> str:
 
 def reshape(cop: COp) -> CKernel:
     """Same elements in row-major order, new shape (a copy between storages)."""
-    return code_kernel(copy_body(cop.out, cop.ins[0], None if cop.out.layout.same_storage(cop.ins[0].layout)
-                                 else row_major_remap(cop.out.shape, cop.ins[0].shape)))
+    return CKernel(copy_body(cop.out, cop.ins[0], None if cop.out.layout.same_storage(cop.ins[0].layout)
+                             else row_major_remap(cop.out.shape, cop.ins[0].shape)))
 
 
 def concat(cop: COp, axis: int) -> CKernel:
     """Inputs side by side along ``axis`` (a select chain on the output index)."""
     axis = axis % cop.out.rank
 
-    def expr(idx: list[str]) -> str:
+    def expr(idx: list[Expr]) -> str:
         start, parts = 0, []
         for t in cop.ins:
             shifted = list(idx)
-            shifted[axis] = f"({idx[axis]} - {start})" if start else idx[axis]
+            shifted[axis] = idx[axis] - start
             start += t.shape[axis]
             parts.append((start, t.load(shifted)))
         text = parts[-1][1]
@@ -252,7 +283,7 @@ def cast(cop: COp) -> CKernel:
     f32 -> integer rounding half to even and saturating (NaN gives 0), else C's."""
     x, y = cop.ins[0], cop.out
     if x.dtype == y.dtype:
-        return code_kernel(copy_body(y, x))
+        return CKernel(copy_body(y, x))
     if y.dtype.is_bool:
         zero = "0.0f" if x.dtype.is_float else "0"
         return map_kernel(cop, lambda idx: f"{x.load(idx)} >= {zero}")
@@ -280,73 +311,30 @@ def softmax(cop: COp, axis: int, log: bool = False) -> CKernel:
     """Softmax (or log-softmax) along ``axis`` in double: exp(x - max) / sum."""
     x, y = cop.ins[0], cop.out
     axis = axis % x.rank
-    idx = [f"i{a}" for a in range(x.rank)]
-    lines, depth = [], 0
-    for a in range(x.rank):
-        if a != axis:
-            lines.append("    " * depth + f"for (long {idx[a]} = 0; {idx[a]} < {_dim(x.shape[a])}; ++{idx[a]}) {{")
-            depth += 1
-    ia, d = idx[axis], _dim(x.shape[axis])
-    pad = "    " * depth
-    loop = f"for (long {ia} = 0; {ia} < {d}; ++{ia})"
-    v = f"(double){x.load(idx)}"
-    yo, _ = y.layout.offset(idx)
-    out = f"({v} - bd_m) - log(bd_s)" if log else f"exp({v} - bd_m) / bd_s"
-    lines += [pad + "double bd_m = -HUGE_VAL, bd_s = 0.0;",
-              pad + f"{loop} if ({v} > bd_m || {v} != {v}) bd_m = {v};",
-              pad + f"{loop} bd_s += exp({v} - bd_m);",
-              pad + f"{loop} {y.name}[{yo}] = (float)({out});"]
-    while depth:
-        depth -= 1
-        lines.append("    " * depth + "}")
-    return code_kernel("\n".join(lines) + "\n")
+    b = Block()
+    with each_row(b, x, axis) as idx:
+        b.decl("double bd_m = -HUGE_VAL, bd_s = 0.0;")
 
+        def v(i):
+            return f"(double){x.load(i)}"
 
-def _dim(d) -> str:
-    return str(d) if isinstance(d, int) else "n"
-
-
-def pool(cop: COp, mode: str) -> CKernel:
-    """Windowed pooling over channels-last maps: ``mode`` "max" (float/int; padding
-    never wins), "or" (b1: OR of the words, padding is F) or "avg" (numbers, b1 read
-    as +-1, sum in double over the positions inside the input, divided by the
-    count the ``count_include_pad`` rule gives)."""
-    x, y = cop.ins[0], cop.out
-    a = cop.attrs
-    _, c, h, w = x.shape
-    _, _, oh, ow = y.shape
-    dil = a.get("dilation", [1, 1])
-    g = {"N": x.lead, "C": c, "H": h, "W": w, "OH": oh, "OW": ow, "kh": a["kernel"][0], "kw": a["kernel"][1],
-         "sh": a["stride"][0], "sw": a["stride"][1], "dh": dil[0], "dw": dil[1], "pt": a["pad"][0],
-         "pl": a["pad"][1], "pb": a["pad"][2], "pr": a["pad"][3], "CS": y.layout.storage_dims[-1],
-         "XS": x.layout.storage_dims[-1]}
-    args = {"g": g, "mode": mode, "include_pad": bool(a.get("count_include_pad", False))}
-    if mode == "max":
-        args["init"] = "-HUGE_VALF" if x.dtype.is_float else f"({x.ctype}){x.dtype.int_range[0]}"
-    return CKernel("pool.c.j2", "pool", args)
-
-
-def global_pool(cop: COp, mode: str) -> CKernel:
-    """Mean ("avg", in double) or max over H, W of a channels-last map; the max of a
-    b1 map is the OR of its words."""
-    x = cop.ins[0]
-    _, c, h, w = x.shape
-    if mode == "max" and x.dtype.is_bool:
-        mode = "or"
-    init = "-HUGE_VALF" if x.dtype.is_float else (f"({x.ctype}){x.dtype.int_range[0]}" if x.dtype.is_int else "0")
-    return CKernel("pool.c.j2", "global_pool", {"N": x.lead, "C": c, "HW": h * w, "mode": mode, "init": init})
+        along(b, x, axis, idx, lambda i: f"if ({v(i)} > bd_m || {v(i)} != {v(i)}) bd_m = {v(i)};")
+        along(b, x, axis, idx, lambda i: f"bd_s += exp({v(i)} - bd_m);")
+        out = "({v} - bd_m) - log(bd_s)" if log else "exp({v} - bd_m) / bd_s"
+        along(b, x, axis, idx, lambda i: f"{y.name}[{y.layout.offset(i)[0]}] = (float)({out.format(v=v(i))});")
+    return CKernel(b.text())
 
 
 def transpose(cop: COp, perm: list[int]) -> CKernel:
     """y[idx] = x[j] with j[perm[i]] = idx[i]."""
 
-    def source(idx: list[str]) -> list[str]:
-        j = ["0"] * len(perm)
+    def source(idx: list[Expr]) -> list[Expr]:
+        j = list(idx)
         for i, p in enumerate(perm):
             j[p] = idx[i]
         return j
 
-    return code_kernel(copy_body(cop.out, cop.ins[0], source))
+    return CKernel(copy_body(cop.out, cop.ins[0], source))
 
 
 def pad(cop: COp, pads: list[int], value: float) -> CKernel:
@@ -354,15 +342,16 @@ def pad(cop: COp, pads: list[int], value: float) -> CKernel:
     x, y = cop.ins[0], cop.out
     fill = scalar_literal(value, "float" if y.dtype.is_float else y.ctype)
 
-    def expr(idx: list[str]) -> str:
-        inside, src = [], []
+    def expr(idx: list[Expr]) -> str:
+        tests, src = [], []
         for a, i in enumerate(idx):
             before = pads[a]
-            if before or pads[a + x.rank]:
-                inside.append(f"{i} >= {before} && {i} < {before} + {x.shape[a]}")
-            src.append(f"({i} - {before})" if before else i)
-        if not inside:
+            test = inside(i, before, x.extent(a) + before)
+            if test is not True:
+                tests.append("0" if test is False else test)  # False: an empty input, all padding
+            src.append(i - before)
+        if not tests:
             return x.load(src)
-        return f"(({' && '.join(inside)}) ? {x.load(src)} : {fill})"
+        return f"(({' && '.join(tests)}) ? {x.load(src)} : {fill})"
 
     return map_kernel(cop, expr)

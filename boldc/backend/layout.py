@@ -26,10 +26,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from boldc.backend.cexpr import Const, Expr, Var, as_expr, div, mod, product
 from boldc.ir.types import DType
 
 WORD_BITS = 64
 BATCH = "n"  # the C name every symbolic dimension takes
+BATCH_VAR = Var(BATCH, 0, None)  # the batch of a call: >= 0 (generated code holds it in a long)
 
 _CTYPES = {DType.f32: "float", DType.i8: "int8_t", DType.i16: "int16_t", DType.i32: "int32_t", DType.b1: "uint64_t"}
 _NUMPY = {"float": np.float32, "int8_t": np.int8, "int16_t": np.int16, "int32_t": np.int32,
@@ -45,33 +47,14 @@ def words(d: int) -> int:
     return -(-d // WORD_BITS)
 
 
-# --- tiny C expression helpers ---------------------------------------------------------
+def dim_expr(d) -> Expr:
+    """A dimension as an index expression: the number, or the batch variable ``n``."""
+    return Const(d) if isinstance(d, int) else BATCH_VAR
 
 
-def cmul(*factors) -> str:
-    """Product of ints and C expressions, constants folded: cmul(2, "n", 3) == "n*6"."""
-    const, syms = 1, []
-    for f in factors:
-        if isinstance(f, int):
-            const *= f
-        else:
-            syms.append(f if f.isidentifier() else f"({f})")
-    if const == 0:
-        return "0"
-    if not syms:
-        return str(const)
-    return "*".join(syms + ([str(const)] if const != 1 else []))
-
-
-def cadd(*terms) -> str:
-    """Sum of C expressions, dropping zeros."""
-    parts = [str(t) for t in terms if str(t) != "0"]
-    return " + ".join(parts) if parts else "0"
-
-
-def cwords(d) -> str | int:
-    """Words of a packed run of d elements (d an int or a C expression)."""
-    return words(d) if isinstance(d, int) else f"(({d}) + 63) / 64"
+def words_expr(d: Expr) -> Expr:
+    """Words of a packed run of d elements."""
+    return Const(words(d.value)) if isinstance(d, Const) else div(d + (WORD_BITS - 1), WORD_BITS)
 
 
 class Layout:
@@ -113,12 +96,22 @@ class Layout:
         return tuple(self.shape[p] for p in self.perm)
 
     @property
-    def storage_dims(self) -> tuple:
+    def extents(self) -> tuple[Expr, ...]:
+        """Physical dims in elements, as index expressions."""
+        return tuple(dim_expr(d) for d in self.phys_dims)
+
+    @property
+    def storage_extents(self) -> tuple[Expr, ...]:
         """Physical dims in storage units (words along the packed axis for b1)."""
-        dims = list(self.phys_dims)
+        dims = list(self.extents)
         if self.packed:
-            dims[-1] = cwords(dims[-1])
+            dims[-1] = words_expr(dims[-1])
         return tuple(dims)
+
+    @property
+    def storage_dims(self) -> tuple:
+        """``storage_extents`` as ints (the C text for a symbolic one)."""
+        return tuple(d.value if isinstance(d, Const) else str(d) for d in self.storage_extents)
 
     @property
     def packed_axis(self) -> int | None:
@@ -138,8 +131,9 @@ class Layout:
     def nbytes(self, n: int) -> int:
         return self.count(n) * np.dtype(self.np_storage).itemsize
 
-    def count_expr(self) -> str:
-        return cmul(*self.storage_dims)
+    def count_expr(self) -> Expr:
+        """Storage units of this call's tensor."""
+        return product(*self.storage_extents)
 
     @property
     def has_batch(self) -> bool:
@@ -148,43 +142,44 @@ class Layout:
     def same_storage(self, other: Layout) -> bool:
         """True if both layouts put every logical element (in row-major order of their
         own shapes) at the same storage position with the same C type: a reshape
-        between them is a plain copy."""
+        between them is a plain copy. Axes of size 1 do not change positions, so
+        [N][1][H][W] and its channels-last storage [N][H][W][1] are the same."""
         if self.ctype != other.ctype or self.packed or other.packed:
             return False
         identity = self.perm == tuple(range(self.rank)) and other.perm == tuple(range(other.rank))
-        return identity or (self.shape == other.shape and self.perm == other.perm)
+        return identity or (self.shape == other.shape and self._order() == other._order())
+
+    def _order(self) -> tuple[int, ...]:
+        """The physical order of the axes longer than 1."""
+        return tuple(a for a in self.perm if self.shape[a] != 1)
 
     # -- addressing ------------------------------------------------------------------
-    def strides(self) -> list:
-        """Storage stride of each physical axis (ints or C expressions)."""
-        dims = self.storage_dims
-        out, acc = [], []
-        for i in range(len(dims) - 1, -1, -1):
-            out.append(cmul(*acc) if acc else "1")
-            acc.append(dims[i])
-        return list(reversed(out))
+    def strides(self) -> list[Expr]:
+        """Storage stride of each physical axis."""
+        dims = self.storage_extents
+        return [product(*dims[q + 1:]) for q in range(len(dims))]
 
-    def offset(self, idx: Sequence[str]) -> tuple[str, str | None]:
-        """C expressions (storage offset, bit index or None) of the logical element
-        ``idx`` (one C expression per logical axis)."""
+    def offset(self, idx: Sequence) -> tuple[Expr, Expr | None]:
+        """(storage offset, bit index or None) of the logical element ``idx`` (one
+        index expression per logical axis): sum of index * stride; along the packed
+        axis, word c / 64 and bit c % 64."""
         strides = self.strides()
-        terms = []
+        off: Expr = Const(0)
         bit = None
         for q, axis in enumerate(self.perm):
-            i = idx[axis]
+            i = as_expr(idx[axis])
             if self.packed and q == self.rank - 1:
-                terms.append(f"(({i}) >> 6)")
-                bit = f"(({i}) & 63)"
-            elif i != "0":
-                terms.append(i if strides[q] == "1" else f"({i})*{strides[q]}")
-        return cadd(*terms), bit
+                off, bit = off + div(i, WORD_BITS), mod(i, WORD_BITS)
+            else:
+                off = off + i * strides[q]
+        return off, bit
 
-    def load(self, ptr: str, idx: Sequence[str]) -> str:
+    def load(self, ptr: str, idx: Sequence) -> str:
         """C expression of the element's value: the number, or 0/1 for b1."""
         off, bit = self.offset(idx)
         if bit is None:
             return f"{ptr}[{off}]"
-        return f"((int)(({ptr}[{off}] >> {bit}) & 1u))"
+        return f"((int)(({ptr}[{off}] >> {bit.atom()}) & 1u))"
 
     # -- host-side conversion --------------------------------------------------------
     def pack(self, arr: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ class CompiledModel(TrainingMixin):
         rc = getattr(self._lib, f"{self._prefix}_init")(self._ctx, self._ptr(self._params), self._ptr(self._arena))
         if rc != 0:
             raise RuntimeError(f"{self._prefix}_init failed: {ERRORS.get(rc, rc)}")
-        self._threads = 1
+        self.set_threads(self.options.max_threads)  # threads= is what calls use, until set_threads
         for slot in program.params.values():
             if slot.param.data is not None:
                 self.set_param(slot.param.name, slot.param.data)
@@ -87,8 +87,19 @@ class CompiledModel(TrainingMixin):
         """Which SIMD path, popcount and threading the library was built with."""
         return self._ffi.string(self._lib.bd_build_info()).decode()
 
+    @property
+    def simd(self) -> str:
+        """The kernels the library was built with: "avx512-vpopcntdq", "avx2", "neon" or
+        "portable" (the ``simd=`` of ``build_info``)."""
+        return dict(part.split("=", 1) for part in self.build_info.split() if "=" in part).get("simd", "portable")
+
+    @property
+    def threads(self) -> int:
+        """Threads the next call uses (``threads`` of ``boldc.compile``, or ``set_threads``)."""
+        return self._threads
+
     def set_threads(self, threads: int) -> None:
-        """Threads the kernels use (1..``max_threads`` given at compile time)."""
+        """Threads the kernels use from now on (1..``threads`` given at compile time)."""
         if not 1 <= threads <= self.options.max_threads:
             raise BoldcError(f"threads must be in 1..{self.options.max_threads} (the compile-time maximum), "
                              f"got {threads}")

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from boldc.epochs import epoch_order, run_epochs
 from boldc.errors import ArtefactError, BoldcError, InterpretError
 from boldc.fileio import check_output_file
 from boldc.ops.registry import lookup
+from boldc.ops.traits import Loss
 
 CK_MODEL, CK_META, CK_OPEN = 8, 9, 1  # runtime BD_CK_* codes the messages refine
 ERR_INPUT = 4
@@ -51,35 +53,20 @@ class TrainingMixin:
 
     # -- epochs ---------------------------------------------------------------------------
     def epoch_order(self, count: int, epoch: int) -> np.ndarray:
-        """The sample order of epoch ``epoch`` (0-based): a permutation drawn from the
-        training seed and the epoch number, so a resumed run repeats it exactly."""
-        return np.random.default_rng([self.train_options.seed, epoch]).permutation(count)
+        """The sample order of epoch ``epoch`` (0-based; ``boldc.epochs.epoch_order``)."""
+        return epoch_order(self.train_options.seed, count, epoch)
 
     def fit(self, x, y, epochs: int = 1, batch: int | None = None, start_epoch: int = 0,
             on_step: Callable[[int, int, float], None] | None = None,
             on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-        """Epochs ``start_epoch`` .. ``epochs - 1`` of shuffled batches (the last batch of
-        an epoch may be smaller). ``on_step(epoch, step, loss)`` runs after every step,
-        ``on_epoch(epoch, mean loss)`` after every epoch. Returns the mean losses."""
+        """Epochs ``start_epoch`` .. ``epochs - 1`` of shuffled batches (``boldc.epochs.run_epochs``:
+        the last batch of an epoch may be smaller). ``on_step(epoch, step, loss)`` runs after
+        every step, ``on_epoch(epoch, mean loss)`` after every epoch. Returns the mean losses."""
         batch = batch or self.max_batch
         if not 1 <= batch <= self.max_batch:
             raise BoldcError(f"batch must be in 1..{self.max_batch} (max_batch), got {batch}")
-        x, y = np.asarray(x), np.asarray(y)
-        if len(x) != len(y) or len(x) == 0:
-            raise BoldcError(f"fit needs as many targets as samples (and at least one): {len(x)} and {len(y)}")
-        means = []
-        for epoch in range(start_epoch, epochs):
-            order = self.epoch_order(len(x), epoch)
-            losses = []
-            for step, s in enumerate(range(0, len(x), batch)):
-                idx = order[s:s + batch]
-                losses.append(self.train_step(x[idx], y[idx]))
-                if on_step is not None:
-                    on_step(epoch, step, losses[-1])
-            means.append(float(np.mean(losses)))
-            if on_epoch is not None:
-                on_epoch(epoch, means[-1])
-        return means
+        return run_epochs(self.train_step, x, y, seed=self.train_options.seed, batch=batch, epochs=epochs,
+                          start_epoch=start_epoch, on_step=on_step, on_epoch=on_epoch)
 
     # -- evaluation -----------------------------------------------------------------------
     def loss_definition(self, loss: str | None = None):
@@ -94,7 +81,7 @@ class TrainingMixin:
             return lookup(op.name), dict(op.attrs)
         name = loss or "softmax_xent"
         d = lookup(name)
-        if d is None or not hasattr(d, "target_type"):
+        if d is None or not d.has(Loss):
             raise BoldcError(f"unknown loss {name!r}")
         return d, d.normalize_attrs({})
 
@@ -169,9 +156,12 @@ class TrainingMixin:
             raise ArtefactError(f"{path}: {self._ck_message(rc)}")
         text = bytes(self._ffi.buffer(meta, int(length[0])))
         try:
-            return json.loads(text.decode("utf-8")) if text else {}
+            meta = json.loads(text.decode("utf-8")) if text else {}
         except (UnicodeDecodeError, json.JSONDecodeError):  # as boldc.load_checkpoint: refused
             raise ArtefactError(f"{path}: meta section is not JSON") from None
+        if not isinstance(meta, dict):
+            raise ArtefactError(f"{path}: meta section is not a JSON object")
+        return meta
 
     def _ck_message(self, rc: int) -> str:
         return self._ffi.string(self._lib.bd_checkpoint_error(rc)).decode()

@@ -52,12 +52,3 @@ def plan(buffers: list[Buffer], reuse: bool = True) -> int:
         placed.append(b)
     return max((b.offset + b.padded for b in buffers), default=0)
 
-
-def check(buffers: list[Buffer]) -> None:
-    """Raise AssertionError if two buffers that live together overlap in memory."""
-    for i, a in enumerate(buffers):
-        assert a.offset >= 0 and a.offset % ALIGN == 0, f"buffer {a.key} has offset {a.offset}"
-        for b in buffers[i + 1:]:
-            if a.lives_with(b):
-                assert a.offset + a.padded <= b.offset or b.offset + b.padded <= a.offset, \
-                    f"buffers {a.key} and {b.key} overlap while both live"

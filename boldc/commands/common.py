@@ -18,6 +18,25 @@ from boldc.fileio import atomic_write
 FILE = click.Path(dir_okay=False, path_type=Path)
 
 
+def f32_rate(ctx, param, value):
+    """click callback of a learning rate: a finite number that stays finite and above 0
+    in float32, the precision the training step uses it in (FloatRange checks the
+    double: 1e39 passes there and is inf in float32, 1e-50 is 0)."""
+    if value is None:
+        return value
+    if not np.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    with np.errstate(over="ignore", under="ignore"):
+        single = np.float32(value)
+    if not np.isfinite(single):
+        raise click.BadParameter(f"{value:g} is beyond the float32 range (at most {np.finfo(np.float32).max:.4g}), "
+                                 "the precision the rate is used in")
+    if single == 0:
+        raise click.BadParameter(f"{value:g} is 0 in float32, the precision the rate is used in (the smallest "
+                                 f"rate is {np.finfo(np.float32).smallest_subnormal:.4g})")
+    return value
+
+
 def load_array_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Arrays of a .npy (one array, named by the file stem) or .npz file."""
     path = Path(path)
@@ -52,3 +71,16 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 def save_json(path: str | os.PathLike, value) -> None:
     """``value`` as indented JSON, written atomically."""
     atomic_write(path, json.dumps(value, indent=2) + "\n")
+
+
+TORCH_ENGINE_DEFAULTS = {"device": "cpu", "nproc": 1, "fast": False, "amp": False, "crop_pad": 0, "flip": False}
+
+
+def check_c_engine_options(options: dict) -> None:
+    """The torch engine's options (--device, --nproc, --fast, --amp, --crop-pad, --flip) are
+    refused with --engine c."""
+    given = [k for k, default in TORCH_ENGINE_DEFAULTS.items() if k in options and options[k] != default]
+    if given:
+        from boldc.errors import BoldcError
+
+        raise BoldcError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: only with --engine torch")

@@ -40,7 +40,10 @@ def _status(console, text: str):
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
               help="Shape of an input with dynamic dimensions other than the batch, e.g. x=1x3x32x32 "
                    "(N keeps the batch symbolic: x=Nx3x32x32). Repeatable.")
-def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no_lower, input_shapes) -> None:
+@click.option("--no-fuse", is_flag=True,
+              help="Keep every op apart: do not fuse layers with the elementwise ops after them (docs/ir.md).")
+def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no_lower, input_shapes,
+            no_fuse) -> None:
     """Convert a float ONNX MODEL into a Boolean network (.bir) and print a summary.
 
     Arithmetic layers (Conv, Gemm, MatMul) become Boolean except the first and the
@@ -48,12 +51,13 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
     (see --keep-bn). See docs/convert.md."""
     from rich.console import Console
 
-    from boldc.fileio import save
-    from boldc.frontend.api import import_onnx, lower, parse_input_shape
+    from boldc.fileio import check_distinct, check_output_file, save
+    from boldc.frontend.api import fuse_layers, import_onnx, lower, parse_input_shape
     from boldc.frontend.summary import render
 
     lowering = {"--keep-bn": keep_bn, "--fold-bn": fold_bn, "--logic": logic != "xnor",
-                "--float-layers": float_layers != "first,last", "--init": init != "sign", "--seed": seed is not None}
+                "--float-layers": float_layers != "first,last", "--init": init != "sign", "--seed": seed is not None,
+                "--no-fuse": no_fuse}
     if no_lower and any(lowering.values()):
         given = ", ".join(k for k, v in lowering.items() if v)
         raise BoldcError(f"--no-lower writes the float IR; it cannot be combined with {given}")
@@ -63,6 +67,8 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
     seed = 0 if seed is None else seed
     shapes = dict(parse_input_shape(s) for s in input_shapes)
     output = output or Path(Path(model).stem + ".bir")
+    check_distinct({"-o": output}, {"MODEL": model})
+    check_output_file(output)  # before the import, which may take minutes
     err = Console(stderr=True)
     start = time.perf_counter()
     with _status(err, f"importing {model}"):
@@ -73,8 +79,21 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
         with _status(err, "lowering to Boolean"):
             after = lower(before.copy(), keep_bn=keep_bn, logic=logic, float_layers=float_layers, init=init,
                           seed=seed, fold_bn=fold_bn)
+    written = after if no_lower or no_fuse else fuse_layers(after.copy())
     with _status(err, f"writing {output}"):
-        save(after, output)
+        save(written, output)
     out = Console(file=sys.stdout, width=max(100, Console().width))
     render(before, after, out)
+    if written is not after:
+        out.print(f"fused {_composites(written)} layers with the elementwise ops after them "
+                  f"({len(after.function('forward').ops) - len(written.function('forward').ops)} ops fewer; "
+                  "--no-fuse keeps them apart)")
     out.print(f"wrote {output} in {time.perf_counter() - start:.2f} s")
+
+
+def _composites(module) -> int:
+    """How many ops of @forward stand for several (fused ops)."""
+    from boldc.ops.registry import lookup
+    from boldc.ops.traits import Composite
+
+    return sum(lookup(op.name).has(Composite) for op in module.function("forward").ops)

@@ -23,14 +23,15 @@ def _dims(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def model_input(module: Module) -> TensorType:
+def model_input(module: Module, model="the model") -> TensorType:
+    """The type of the model's one input; ``model`` (its file) names it in errors."""
     fn = module.function("forward")
     if len(fn.args) != 1 or len(fn.returns) != 1:
-        raise BoldcError(f"training and evaluation need a @forward with one input and one output; it has "
+        raise BoldcError(f"{model}: training and evaluation need a @forward with one input and one output; it has "
                          f"{len(fn.args)} and {len(fn.returns)}")
     t = fn.args[0].type
     if not t.shape or not isinstance(t.shape[0], str) or any(isinstance(d, str) for d in t.shape[1:]):
-        raise BoldcError(f"the model's input %{fn.args[0].name} is {t}: training and evaluation need a batch "
+        raise BoldcError(f"{model}: its input %{fn.args[0].name} is {t}: training and evaluation need a batch "
                          "dimension first and fixed sizes after it")
     return t
 

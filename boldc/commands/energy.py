@@ -1,4 +1,4 @@
-"""``boldc energy FILE``: the energy report of SPEC §6 (docs/energy.md)."""
+"""``boldc energy FILE``: the energy report of the method's accelerator model (docs/energy.md)."""
 
 from __future__ import annotations
 
@@ -36,18 +36,30 @@ def load_model(path: Path, console, input_shapes: dict | None = None):
     raise BoldcError(f"{path}: expected a .bir (Boolean IR) or an .onnx (float model) file")
 
 
+def _bounded_batch(ctx, param, value):
+    from boldc.energymodel.api import MAX_BATCH, batch_bound_message
+
+    if value is not None and value > MAX_BATCH:
+        raise click.BadParameter(batch_bound_message(value))
+    return value
+
+
 @click.command("energy")
 @click.argument("file", type=FILE)
 @click.option("--phase", type=click.Choice(["inference", "training"]), default="inference", show_default=True,
               help="One inference pass, or one training step (forward, backward, optimizer update).")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="Samples per step (binds the batch dimension N)  [default: 32, or the model's fixed batch]")
+@click.option("--batch", type=click.IntRange(min=1), default=None, callback=_bounded_batch,
+              help="Samples per step (binds the batch dimension N), at most 2^24  [default: 32, or the model's "
+                   "fixed batch]")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
               help="For an .onnx FILE: size of a dynamic input dimension, as in 'boldc convert'.")
 @click.option("--hw", default="ascend", show_default=True, metavar="NAME|FILE",
               help="Hardware description: a shipped one (ascend, edge_example) or a JSON file (docs/energy.md).")
-@click.option("--signal-bits", type=click.IntRange(1, 64), default=16, show_default=True,
-              help="Width of the backward signals of a Boolean model (training; the method's W/A/G = 1/1/16).")
+@click.option("--signal-bits", type=click.Choice(["16", "8", "4", "f32", "32"]), default="16", show_default=True,
+              help="Backward signals of a Boolean model's layers (training): 16-, 8- or 4-bit integers (the "
+                   "method's W/A/G = 1/1/16), or f32 (also spelled 32), as for 'boldc train'.")
+@click.option("--no-fuse", is_flag=True,
+              help="Cost every op on its own, each intermediate through memory, as before fusion (docs/energy.md).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
               help="table: per-op table and totals; json: the whole report (boldc.energymodel.Report); "
                    "csv: one line per item of the model and of the baseline.")
@@ -56,7 +68,7 @@ def load_model(path: Path, console, input_shapes: dict | None = None):
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a plot (PNG) of the energy per op by memory level, Boolean and float side by side "
                    "(needs matplotlib).")
-def command(file, phase, batch, input_shapes, hw, signal_bits, fmt, output, plot) -> None:
+def command(file, phase, batch, input_shapes, hw, signal_bits, no_fuse, fmt, output, plot) -> None:
     """Energy of one inference pass or training step of FILE (.bir or .onnx) on an
     analytic model of an accelerator core, per op and in total, and its ratio to the
     float baseline (the same network in float32, ordinary backprop and Adam).
@@ -67,10 +79,14 @@ def command(file, phase, batch, input_shapes, hw, signal_bits, fmt, output, plot
 
     from boldc.energymodel.api import energy
     from boldc.energymodel.hardware import load_hardware
-    from boldc.fileio import atomic_write
+    from boldc.fileio import atomic_write, check_distinct, check_output_file
 
     if output is not None and fmt == "table":
-        raise BoldcError("-o/--output writes a json or csv report: add --format json or --format csv")
+        raise BoldcError("--output: writes a json or csv report only: add --format json or --format csv")
+    check_distinct({"-o": output, "--plot": plot}, {"FILE": file, "--hw": hw if Path(hw).is_file() else None})
+    for path in (output, plot):
+        if path is not None:
+            check_output_file(path)
     err = Console(stderr=True)
     hardware = load_hardware(hw)  # bad files fail before the model is read
     from boldc.frontend.api import parse_input_shape
@@ -80,8 +96,9 @@ def command(file, phase, batch, input_shapes, hw, signal_bits, fmt, output, plot
         raise BoldcError(f"{file}: --input-shape applies to .onnx files only")
     module, baseline = load_model(Path(file), err, shapes)
     with _status(err, f"costing {file} ({phase}, batch {batch or 'default'})"):
-        report = energy(module, batch=batch, phase=phase, hw=hardware, signal_bits=signal_bits,
-                        baseline=baseline, source=Path(file).name)
+        bits = 32 if signal_bits == "f32" else int(signal_bits)
+        report = energy(module, batch=batch, phase=phase, hw=hardware, signal_bits=bits, baseline=baseline,
+                        source=Path(file).name, fuse=not no_fuse)
     if plot is not None:
         from boldc.energymodel.render import save_plot
 

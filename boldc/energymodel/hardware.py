@@ -1,6 +1,6 @@
-"""Hardware descriptions (SPEC §6): memory levels, compute efficiency, bit-widths.
+"""Hardware descriptions (docs/method.md §6): memory levels, compute efficiency, bit-widths.
 
-A description is a JSON file (``hw/ascend.json`` is the default, the core of SPEC §6;
+A description is a JSON file (``hw/ascend.json`` is the default, the core of docs/method.md §6;
 docs/energy.md documents the format with ``hw/edge_example.json``). Units:
 
 - ``ee_gbps_per_mw``: energy efficiency of a memory level in GB/s per mW, with
@@ -29,7 +29,7 @@ from boldc.ir.types import DType
 FORMAT = "boldc-hardware"
 VERSION = 1
 
-# The memory hierarchy of SPEC §6: keys of the file, nearest-to-DRAM first.
+# The memory hierarchy of docs/method.md §6: keys of the file, nearest-to-DRAM first.
 LEVELS = ("L3", "L2", "L1", "L0A", "L0B", "L0C")
 # Levels that hold every kind of data, nearest to compute first: where the data of an
 # elementwise op lives (the first one large enough for its working set).
@@ -112,10 +112,6 @@ def builtin_names() -> list[str]:
     """Names of the shipped descriptions (file stems under boldc/energymodel/hw/)."""
     folder = resources.files("boldc.energymodel").joinpath("hw")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-
-
-def default_hardware() -> Hardware:
-    return load_hardware("ascend")
 
 
 _CACHE: dict[str, Hardware] = {}  # shipped descriptions only (a user's file may change)

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from boldc.energymodel.hardware import LEVELS
-from boldc.energymodel.works import PHASES
 from boldc.errors import BoldcError
+from boldc.ir.works import PHASES
 
 FORMAT = "boldc-energy-report"
 VERSION = 1

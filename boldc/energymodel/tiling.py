@@ -1,8 +1,8 @@
-"""Tiling, dataflow and access counts of a convolution (SPEC §6, items 1-4).
+"""Tiling, dataflow and access counts of a convolution (docs/method.md §6, items 1-4).
 
 Loops and streams. A convolution is a loop nest over five tiled dimensions: n (batch),
 m and c (channels), y and x (the output's spatial positions); the kernel (kh, kw) is
-never split. Three streams, named as in the SPEC table, each depend on some of them:
+never split. Three streams, named as in the table of docs/method.md §6, each depend on some of them:
 
     kind            I (ifmap, L0-A)    F (filter, L0-B)    O (output, L0-C)    reduction
     forward         x  [n, c, halo]    W  [m, c, kernel]   y  [n, m, y, x]     c
@@ -14,11 +14,11 @@ never split. Three streams, named as in the SPEC table, each depend on some of t
 Tiles. A tiling chooses, for L2, L1 and L0, a tile size per dimension; each tile size
 divides the one of the level above (so tiles partition their parent exactly: no ragged
 edges, every ratio ⌈D_i+1/D_i⌉ is exact). Capacity: at L2 and L1 the tiles of I, F and O
-together fit the level (SPEC's Q_i counts I and F; these levels "hold everything", so
+together fit the level (the method's Q_i counts I and F; these levels "hold everything", so
 the partial sums that live there are counted too); at L0 the I tile fits L0-A, the F
 tile L0-B and the O tile L0-C. Bits per element come from the streams.
 
-Dataflow and counts (SPEC table). Filters stay, ifmaps cycle, output stationary at L0.
+Dataflow and counts (docs/method.md §6). Filters stay, ifmaps cycle, output stationary at L0.
 n_i^d is how many times each element of stream d held at level i is read out of it:
 
     I:  n_3 = ⌈M/M_2⌉·h(2),  n_2 = ⌈M_2/M_1⌉·h(1)/h(2),  n_1 = ⌈M_1/M_0⌉·h(0)/h(1),
@@ -28,14 +28,14 @@ n_i^d is how many times each element of stream d held at level i is read out of 
 
 where M and (N, H^O, W^O) stand for the dimensions I and F do not depend on, C for
 the reduction (see the table above: for input_signal M and C swap). h(i) is the halo
-factor α^v α^h / (α_i^v α_i^h) of SPEC, computed exactly: the rows the tiles of level i
+factor α^v α^h / (α_i^v α_i^h) of the method, computed exactly: the rows the tiles of level i
 read (clipped to the tensor: padding is never read) over the rows stored. The O counts
-are SPEC's 1 when the reduction is not split; when it is, each further reduction
+are the method's 1 when the reduction is not split; when it is, each further reduction
 block is one read-modify-write of the partial sums at the level that keeps them (L3
 and L2 above, L0-C at L0: output stationary), which is what the E^O formula's
 (n - 1) terms count.
 
-Energy (SPEC §6.4), S_d the stream's bytes, ε_i = 1/EE_i:
+Energy (docs/method.md §6), S_d the stream's bytes, ε_i = 1/EE_i:
 
     E^d = S_d·(n_3 ε_3 + n_3 n_2 ε_2 + n_3 n_2 n_1 ε_1 + n_3 n_2 n_1 n_0 ε_0)
     E^O = S_O·((2n_3 - 1) ε_3 + 2n_3(n_2 - 1) ε_2 + 2n_3 n_2(n_1 - 1) ε_1 + 2n_3 n_2 n_1(n_0 - 1) ε_0)
@@ -45,18 +45,26 @@ depend on one level's tile only; the exhaustive search over all nested divisor t
 is then a dynamic programme over the levels (L0, then L1, then L2), vectorised with
 numpy over every candidate tile of a level, and exact: it returns the tiling of least
 data-movement energy (ties: the larger tile).
+
+Sizes, not samples. The candidates of a dimension are its divisors, built from its
+prime factors; the batch's are only those whose tile can fit L2 at all (every stream's
+I tile grows with n: a larger batch tile fits nowhere, so leaving it out changes
+nothing). The "min over the tiles that divide t" of the programme steps down by one
+prime factor at a time. The search's time thus depends on the divisors of the sizes,
+not on their magnitude: a batch of 10^12 costs about what a batch of 10^3 does.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from boldc.energymodel.hardware import Hardware
-from boldc.energymodel.works import ConvWork
 from boldc.errors import BoldcError
+from boldc.ir.works import ConvWork
 
 DIMS = ("n", "m", "c", "y", "x")
 TILED_LEVELS = ("L2", "L1", "L0")
@@ -113,7 +121,7 @@ class Problem:
         n, m, c, y, x = self.sizes
         dims, spatial = ROLES[self.kind][stream]
         size = {"n": n, "m": m, "c": c}
-        count = int(np.prod([size[d] for d in dims]))
+        count = math.prod(size[d] for d in dims)  # Python ints: a huge batch must not overflow int64
         if spatial == "halo":
             return count * self.a_hw[0] * self.a_hw[1]
         if spatial == "direct":
@@ -132,8 +140,31 @@ class ConvCost:
     stream_bytes: dict[str, float]
 
 
-def divisors(d: int) -> list[int]:
-    return [v for v in range(1, d + 1) if d % v == 0]
+@lru_cache(maxsize=4096)
+def prime_factors(d: int) -> tuple[tuple[int, int], ...]:
+    """((p, e), ...) with d = Π p^e, by trial division up to √d."""
+    out, p = [], 2
+    while p * p <= d:
+        e = 0
+        while d % p == 0:
+            d //= p
+            e += 1
+        if e:
+            out.append((p, e))
+        p += 1 if p == 2 else 2
+    if d > 1:
+        out.append((d, 1))
+    return tuple(out)
+
+
+@lru_cache(maxsize=4096)
+def divisors(d: int, limit: int | None = None) -> list[int]:
+    """The divisors of d (those at most ``limit``), increasing: products of its prime
+    factors, so the cost depends on how many there are, not on d."""
+    out = [1]
+    for p, e in prime_factors(d):
+        out = [v * p**k for v in out for k in range(e + 1) if limit is None or v * p**k <= limit]
+    return sorted(out)
 
 
 @lru_cache(maxsize=4096)
@@ -162,9 +193,10 @@ def _axis_rows(kind: str, size: int, a_size: int, k: int, s: int, dl: int, p: in
 class _Grid:
     """Every candidate tile (n, m, c, y, x) with divisor sizes, as broadcastable arrays."""
 
-    def __init__(self, prob: Problem):
+    def __init__(self, prob: Problem, batch_limit: int | None = None):
         self.prob = prob
-        self.values = [np.array(divisors(d), dtype=np.float64) for d in prob.sizes]
+        limits = (batch_limit, None, None, None, None)
+        self.values = [np.array(divisors(d, lim), dtype=np.float64) for d, lim in zip(prob.sizes, limits)]
         shape = [len(v) for v in self.values]
         self.axes = {}
         for i, d in enumerate(DIMS):
@@ -240,20 +272,26 @@ def _feasible(grid: _Grid, hw: Hardware) -> dict[str, np.ndarray]:
     }
 
 
-def _divides(values: np.ndarray) -> np.ndarray:
-    """D[i, j] = values[j] divides values[i]."""
-    v = values.astype(np.int64)
-    return (v[:, None] % v[None, :]) == 0
-
-
 def _downset_min(arr: np.ndarray, grid: _Grid) -> np.ndarray:
-    """out[t] = min over the tiles t' dividing t (every dimension) of arr[t']."""
-    out = arr
+    """out[t] = min over the tiles t' dividing t (every dimension) of arr[t'].
+
+    Per axis, in increasing order: out[v] = min(arr[v], out[v / p] for each prime p
+    dividing v), the divisors of v being v and those of each v / p."""
+    out = arr.copy()
     for axis, values in enumerate(grid.values):
-        div = _divides(values)
-        parts = [np.min(np.compress(div[i], out, axis=axis), axis=axis, keepdims=True) for i in range(len(values))]
-        out = np.concatenate(parts, axis=axis)
+        index = {int(v): i for i, v in enumerate(values)}
+        primes = [p for p, _ in prime_factors(grid.prob.sizes[axis])]
+        for i, v in enumerate(values.astype(np.int64).tolist()):
+            here = _at(axis, i, out.ndim)
+            for p in primes:
+                if v % p == 0:
+                    np.minimum(out[here], out[_at(axis, index[v // p], out.ndim)], out=out[here])
     return out
+
+
+def _at(axis: int, i: int, ndim: int) -> tuple:
+    """The index of entry ``i`` along ``axis`` (every other axis whole)."""
+    return tuple(i if a == axis else slice(None) for a in range(ndim))
 
 
 def _argmin_largest(arr: np.ndarray) -> tuple[int, ...]:
@@ -267,16 +305,35 @@ def _restrict(arr: np.ndarray, grid: _Grid, parent: tuple[int, ...]) -> np.ndarr
     """arr with +inf outside the tiles that divide the tile ``parent``."""
     mask = np.ones(arr.shape, dtype=bool)
     for axis, values in enumerate(grid.values):
-        ok = _divides(values)[parent[axis]]
+        v = values.astype(np.int64)
+        ok = v[parent[axis]] % v == 0
         s = [1] * 5
         s[axis] = len(values)
         mask = mask & ok.reshape(s)
     return np.where(mask, arr, np.inf)
 
 
+def _batch_limit(prob: Problem, hw: Hardware) -> int | None:
+    """The largest batch tile that can fit L2 with every other dimension's tile at 1
+    (None: no limit). The I stream always depends on n, so a tile's bits are a·n + b
+    with a > 0."""
+    one = {"n": 1, "m": 1, "c": 1, "y": 1, "x": 1}
+    cap = hw.capacity_bits("L2")
+    a = b = 0
+    for s, bits in zip("IFO", prob.bits):
+        size = _tile_elems(prob, s, one) * bits
+        if "n" in ROLES[prob.kind][s][0]:
+            a += size
+        else:
+            b += size
+    if not math.isfinite(cap) or a == 0:
+        return None
+    return max(1, int((cap - b) // a))
+
+
 @lru_cache(maxsize=2048)
 def _search(prob: Problem, hw: Hardware) -> ConvCost:
-    grid = _Grid(prob)
+    grid = _Grid(prob, _batch_limit(prob, hw))
     g2, g1, g0, _ = _terms(grid, hw)
     feasible = _feasible(grid, hw)
     shape = tuple(len(v) for v in grid.values)
@@ -308,7 +365,7 @@ def _no_fit_message(prob: Problem, hw: Hardware) -> str:
 
 def _tile_elems(prob: Problem, stream: str, tile: dict[str, int]) -> int:
     dims, spatial = ROLES[prob.kind][stream]
-    count = int(np.prod([tile[d] for d in dims]))
+    count = math.prod(tile[d] for d in dims)
     if spatial == "halo":
         ext = []
         for i, axis in enumerate("yx"):
@@ -323,7 +380,7 @@ def _tile_elems(prob: Problem, stream: str, tile: dict[str, int]) -> int:
 
 
 def evaluate_tiling(prob: Problem, hw: Hardware, tiles: dict[str, tuple[int, ...]]) -> ConvCost:
-    """Counts and energies of a given nested tiling, straight from the SPEC formulas."""
+    """Counts and energies of a given nested tiling, straight from the formulas of docs/method.md §6."""
     full = dict(zip(DIMS, prob.sizes))
     t = {lvl: dict(zip(DIMS, tile)) for lvl, tile in tiles.items()}
     t["L3"] = full

@@ -6,6 +6,7 @@ onnx is imported only inside these functions, so ``import boldc`` stays light.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 
 from boldc.errors import BoldcError
@@ -44,19 +45,40 @@ def _shapes(input_shapes) -> dict[str, list] | None:
     return out
 
 
-def import_onnx(path_or_model, input_shapes: dict[str, Sequence | str] | None = None) -> Module:
-    """Read a float ONNX model (a path or an ``onnx.ModelProto``) into the float IR.
+def _onnx_of(model, example_input):
+    """``model`` itself, or a ``torch.nn.Module`` exported to ONNX for inputs like
+    ``example_input`` (boldc.torch.onnx_export: the settings this frontend reads)."""
+    torch = sys.modules.get("torch")  # an nn.Module means torch is imported already
+    if torch is not None and isinstance(model, torch.nn.Module):
+        if example_input is None:
+            raise BoldcError("a torch.nn.Module needs example_input: a tensor shaped like its input, batch first "
+                             "(e.g. torch.zeros(1, 3, 32, 32))")
+        from boldc.torch.onnx_export import export
+
+        return export(model, example_input)
+    if example_input is not None:
+        raise BoldcError("example_input is for a torch.nn.Module; an ONNX model (path or ModelProto) has its own "
+                         "input shapes")
+    return model
+
+
+def import_onnx(path_or_model, input_shapes: dict[str, Sequence | str] | None = None, example_input=None) -> Module:
+    """Read a float ONNX model (a path or an ``onnx.ModelProto``, or a ``torch.nn.Module`` with
+    ``example_input``, exported to ONNX first) into the float IR.
 
     ``input_shapes`` maps input names to shapes (``[1, 3, 32, 32]`` or ``"Nx3x32x32"``);
     it is needed only for dynamic dimensions other than the batch, which stays ``N``."""
     from boldc.frontend.onnx import import_model
 
-    return import_model(path_or_model, _shapes(input_shapes))
+    return import_model(_onnx_of(path_or_model, example_input), _shapes(input_shapes))
 
 
 def convert(path_or_model, keep_bn: bool = False, logic: str = "xnor", float_layers=None,
-            init: str = "sign", seed: int = 0, input_shapes=None, fold_bn: bool = False) -> Module:
-    """Import a float ONNX model and lower it to a Boolean network (SPEC §5).
+            init: str = "sign", seed: int = 0, input_shapes=None, fold_bn: bool = False, fuse: bool = True,
+            example_input=None) -> Module:
+    """Import a float ONNX model (a path, an ``onnx.ModelProto``, or a ``torch.nn.Module`` with
+    ``example_input``: a tensor shaped like its input, batch first) and lower it to a Boolean
+    network (docs/method.md §5).
 
     - ``keep_bn``: keep BatchNorm (float, trainable) instead of removing it;
       ``fold_bn`` also folds each kept BatchNorm that feeds a threshold into
@@ -65,10 +87,22 @@ def convert(path_or_model, keep_bn: bool = False, logic: str = "xnor", float_lay
     - ``float_layers``: the arithmetic layers kept float, as a list or a comma-separated
       string of ``first``, ``last``, ``none``, ``all``, indices or layer (weight) names;
       default ``["first", "last"]``;
-    - ``init``: "sign" (w >= 0 -> T) or "random" (bits drawn with ``seed``).
+    - ``init``: "sign" (w >= 0 -> T) or "random" (bits drawn with ``seed``);
+    - ``fuse``: fuse each layer with the elementwise ops after it (``fuse_layers``); False keeps
+      every op apart, as before fusion existed.
     """
-    module = import_onnx(path_or_model, input_shapes)
+    module = import_onnx(path_or_model, input_shapes, example_input)
     lower(module, keep_bn=keep_bn, logic=logic, float_layers=float_layers, init=init, seed=seed, fold_bn=fold_bn)
+    return fuse_layers(module) if fuse else module
+
+
+def fuse_layers(module: Module) -> Module:
+    """Fuse every layer of ``module`` with the chain of elementwise ops after it, in place
+    (the pass fuse-epilogues; docs/ir.md, "Fused ops"). Values do not change. Returns the
+    module."""
+    from boldc.passes.fuse_epilogues import FuseEpilogues
+
+    FuseEpilogues().run(module)
     return module
 
 

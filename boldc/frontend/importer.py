@@ -131,6 +131,9 @@ class Importer:
         returns = []
         for name in self.graph.outputs:
             v = self.env.get(name)
+            if v is None:
+                raise OnnxImportError(f"{self.graph.filename}: graph output '{name}' is not produced by any node, "
+                                      "initializer or input of the graph")
             if not isinstance(v, Value) or isinstance(v, Param):
                 raise OnnxImportError(f"{self.graph.filename}: graph output '{name}' is a constant; "
                                       "boldc imports models whose outputs depend on their inputs")

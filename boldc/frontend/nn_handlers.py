@@ -147,7 +147,13 @@ def batchnorm(imp: Importer, node: Node) -> list:
         # equal-valued roles (a fresh bias and running mean): training updates them apart.
         arr = imp.const(node, i, what).astype(np.float32)
         operands.append(imp.param(arr, node.input(i), key=(node.input(i), "batchnorm", what)))
-    return [imp.emit(node, "batchnorm", operands, {"epsilon": f32_attr(node.attr("epsilon", 1e-5))})]
+    # ONNX's momentum weighs the running statistics (running = momentum·running + (1 - momentum)·batch,
+    # default 0.9); the IR's, as PyTorch's, weighs the batch statistics.
+    momentum = node.attr("momentum", 0.9)
+    if not 0.0 <= momentum <= 1.0:
+        raise imp.error(node, f"momentum must be in [0, 1], got {momentum}")
+    return [imp.emit(node, "batchnorm", operands, {"epsilon": f32_attr(node.attr("epsilon", 1e-5)),
+                                                  "momentum": f32_attr(1.0 - f32_attr(momentum))})]
 
 
 # --- activations --------------------------------------------------------------------------

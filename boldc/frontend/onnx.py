@@ -25,6 +25,7 @@ from boldc.ir.types import DType, TensorType
 
 OPSETS = range(7, 22)  # the ai.onnx opsets whose semantics the handlers implement
 BATCH = "N"
+NOT_UTF8_HINT = "(ONNX strings are UTF-8: the file is corrupt)"
 
 
 def import_model(source, input_shapes: dict[str, list] | None = None) -> Module:
@@ -120,7 +121,7 @@ def _graph_input(vi: onnx.ValueInfoProto) -> GraphInput:
     try:
         elem = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name
     except (KeyError, TypeError, ValueError):
-        elem = onnx.TensorProto.DataType.Name(t.elem_type) if t.elem_type else "undefined"
+        elem = _type_name(t.elem_type)
     dims: list = []
     if t.HasField("shape"):
         for d in t.shape.dim:
@@ -128,6 +129,16 @@ def _graph_input(vi: onnx.ValueInfoProto) -> GraphInput:
     else:
         dims = None
     return GraphInput(vi.name, elem, dims)
+
+
+def _type_name(code: int) -> str:
+    """ONNX's name of an element type code ("undefined", "type code 99" for codes ONNX has not)."""
+    if not code:
+        return "undefined"
+    try:
+        return onnx.TensorProto.DataType.Name(code)
+    except ValueError:
+        return f"type code {code}"
 
 
 def validate(model: onnx.ModelProto, filename: str, nodes: list[Node]) -> None:
@@ -145,11 +156,17 @@ def validate(model: onnx.ModelProto, filename: str, nodes: list[Node]) -> None:
             first = str(exc).strip().splitlines()[0]
             raise OnnxImportError(f"{filename}: node '{node.name}' ({node.op_type}): invalid ONNX node: "
                                   f"{first}") from None
+        except UnicodeDecodeError:  # the checker's message quotes a name that is not UTF-8
+            raise OnnxImportError(f"{filename}: node '{node.name}' ({node.op_type}): invalid ONNX node: a name "
+                                  f"or string in it is not UTF-8 text {NOT_UTF8_HINT}") from None
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxImportError(f"{filename}: invalid ONNX model: {first}") from None
+    except UnicodeDecodeError:
+        raise OnnxImportError(f"{filename}: invalid ONNX model: a name or string in it is not UTF-8 text "
+                              f"{NOT_UTF8_HINT}") from None
 
 
 # --- input shapes ------------------------------------------------------------------------------

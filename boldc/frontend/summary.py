@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from boldc.ir.core import Module, Param
 from boldc.ops.registry import lookup
+from boldc.ops.traits import Boolean, Layer
 
 
 def tensor_bytes(p: Param) -> int:
@@ -28,7 +29,7 @@ class LayerRow:
 
 
 def _arithmetic(module: Module) -> list:
-    return [op for op in module.ops("forward") if "arithmetic" in lookup(op.name).traits]
+    return [op for op in module.ops("forward") if lookup(op.name).has(Layer)]
 
 
 def layer_rows(module: Module) -> list[LayerRow]:
@@ -104,6 +105,6 @@ def render(before: Module, after: Module, console) -> None:
         console.print(ops)
     size_b = sum(t_before[k][1] for k in t_before)
     size_a = sum(t_after[k][1] for k in t_after)
-    boolean_layers = sum(1 for r in rows if "boolean" in lookup(r.op).traits)
+    boolean_layers = sum(1 for r in rows if lookup(r.op).has(Boolean))
     console.print(f"{boolean_layers} of {len(rows)} arithmetic layers are Boolean; weights "
                   f"{human_bytes(size_b)} -> {human_bytes(size_a)} ({size_b / max(size_a, 1):.1f}x smaller)")

@@ -5,15 +5,19 @@
     fb = FunctionBuilder(m, "forward", [("x", tensor("b1", "N", 64))])
     s = fb.op("blinear", [fb.args[0], w], {"logic": "xnor"}, name="s")
     fb.ret(fb.op("threshold", [s]))
+
+``boldc.ir.rewriter.Rewriter`` edits an existing function the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from boldc.ir.catalog import TypeCheck
 from boldc.ir.core import Function, Module, Op, Value
 from boldc.ir.types import TensorType
-from boldc.ops.registry import TypeCheck
+from boldc.ir.verifier import check_op
 
 
 def unique_name(base: str, used: set[str], sep: str = ".", first: int = 1) -> str:
@@ -25,6 +29,26 @@ def unique_name(base: str, used: set[str], sep: str = ".", first: int = 1) -> st
         k += 1
     used.add(name)
     return name
+
+
+def typed_op(name: str, operands: list[Value], attrs: dict[str, Any] | None,
+             hint: str | list[str | None] | None, naming: Callable[[str | None], str]) -> Op:
+    """A new op whose results have the types its definition infers (a TypeCheck naming the
+    op if the operands do not fit) and the names ``naming(hint)`` gives: ``hint`` is one
+    name per result, or one base name (``base.0``, ``base.1``, ... for several results)."""
+    op = Op(name, operands, [], attrs or {})
+    try:
+        types = check_op(op)
+    except TypeCheck as exc:
+        raise TypeCheck(f"op '{name}': {exc}") from None
+    if isinstance(hint, list):
+        hints = hint
+    elif len(types) == 1:
+        hints = [hint]
+    else:
+        hints = [f"{hint}.{i}" if hint else None for i in range(len(types))]
+    op.results = [Value(naming(h), t) for h, t in zip(hints, types, strict=True)]
+    return op
 
 
 class FunctionBuilder:
@@ -47,20 +71,7 @@ class FunctionBuilder:
            name: str | list[str] | None = None) -> Any:
         """Append an op; returns its result Value (or the list, if it has several).
         Raises TypeCheck (with the op named) if the operands do not type-check."""
-        from boldc.ir.verifier import check_op
-
-        op = Op(op_name, operands, [], attrs or {})
-        try:
-            types = check_op(op)
-        except TypeCheck as exc:
-            raise TypeCheck(f"op '{op_name}': {exc}") from None
-        if isinstance(name, list):
-            hints = name
-        elif len(types) == 1:
-            hints = [name]
-        else:
-            hints = [f"{name}.{i}" if name else None for i in range(len(types))]
-        op.results = [Value(self.fresh(h), t) for h, t in zip(hints, types)]
+        op = typed_op(op_name, operands, attrs, name, self.fresh)
         self.fn.ops.append(op)
         return op.results[0] if len(op.results) == 1 else op.results
 

@@ -15,20 +15,20 @@ def clone_module(module: Module) -> Module:
         q.data = None if p.data is None else p.data.copy()
         out.params[p.name] = q
     for fn in module.functions.values():
-        mapping: dict[int, Value] = {id(p): out.params[p.name] for p in module.params.values()}
+        mapping: dict[Value, Value] = {p: out.params[p.name] for p in module.params.values()}
 
         args = []
         for a in fn.args:
-            mapping[id(a)] = Value(a.name, a.type, a.loc)
-            args.append(mapping[id(a)])
+            mapping[a] = Value(a.name, a.type, a.loc)
+            args.append(mapping[a])
         new = Function(fn.name, args, loc=fn.loc, return_loc=fn.return_loc,
                        result_types=None if fn.result_types is None else list(fn.result_types))
         for op in fn.ops:
             results = []
             for r in op.results:
-                mapping[id(r)] = Value(r.name, r.type, r.loc)
-                results.append(mapping[id(r)])
-            new.ops.append(Op(op.name, [mapping[id(o)] for o in op.operands], results, copy.deepcopy(op.attrs), op.loc))
-        new.returns = [mapping[id(v)] for v in fn.returns]
+                mapping[r] = Value(r.name, r.type, r.loc)
+                results.append(mapping[r])
+            new.ops.append(Op(op.name, [mapping[o] for o in op.operands], results, copy.deepcopy(op.attrs), op.loc))
+        new.returns = [mapping[v] for v in fn.returns]
         out.functions[fn.name] = new
     return out

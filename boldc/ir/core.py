@@ -143,6 +143,29 @@ class Function:
         for op in self.ops:
             yield from op.results
 
+    # -- use-def ---------------------------------------------------------------------
+    def producer(self, value: Value) -> Op | None:
+        """The op whose result ``value`` is (None for arguments and params)."""
+        return next((op for op in self.ops if any(r is value for r in op.results)), None)
+
+    def users(self, value: Value) -> list[Op]:
+        """The ops that read ``value``, in order (an op reading it twice is listed once)."""
+        return [op for op in self.ops if any(o is value for o in op.operands)]
+
+    def replace_all_uses(self, old: Value, new: Value) -> int:
+        """Every operand and return that is ``old`` becomes ``new``; returns how many."""
+        count = 0
+        for op in self.ops:
+            for i, o in enumerate(op.operands):
+                if o is old:
+                    op.operands[i] = new
+                    count += 1
+        for i, v in enumerate(self.returns):
+            if v is old:
+                self.returns[i] = new
+                count += 1
+        return count
+
 
 class Module:
     """A set of parameters and functions (``forward``, later ``train_step``).
@@ -202,7 +225,7 @@ class Module:
         return counts
 
     def copy(self) -> Module:
-        """A deep copy (params' arrays copied too) via the text form's structures."""
+        """A deep copy: new values, ops and params, the params' arrays copied too."""
         from boldc.ir.clone import clone_module
 
         return clone_module(self)

@@ -39,7 +39,11 @@ def _expected(exc: lark.exceptions.UnexpectedInput) -> str:
 
 
 def parse(text: str, filename: str | None = None, verify: bool = True) -> Module:
-    """Parse IR text into a Module and (by default) verify it."""
+    """Parse IR text into a Module and (by default) verify it.
+
+    Refused besides what the grammar and the verifier refuse: text with nothing in it
+    (an empty file is not a module), and a resources section that lacks some params
+    (weights for some params and not others: a damaged file)."""
     try:
         tree = _parser().parse(text)
     except lark.exceptions.UnexpectedToken as exc:
@@ -52,17 +56,15 @@ def parse(text: str, filename: str | None = None, verify: bool = True) -> Module
         raise ParseError(f"{where(filename, exc.line, exc.column)}: error: unexpected character {ch!r}{hint}") from None
     except lark.exceptions.UnexpectedEOF as exc:
         raise ParseError(f"{where(filename, None, None)}: error: unexpected end of file{_expected(exc)}") from None
+    if not any(child is not None for child in tree.children):
+        raise ParseError(f"{where(filename, 1, 1)}: error: no IR in it (an empty file?): a boldc IR file begins "
+                         f"with 'bir {FORMAT_VERSION}'")
     module = _Builder(filename).build(tree)
     if verify:
         from boldc.ir.verifier import verify as run_verifier
 
         run_verifier(module)
     return module
-
-
-def _name(tok: lark.Token) -> str:
-    body = str(tok)[1:]
-    return json.loads(body) if body.startswith('"') else body
 
 
 def _number(text: str) -> int | float:
@@ -82,6 +84,21 @@ class _Builder:
 
     def fail(self, tok, msg: str) -> None:
         raise VerifyError(f"{self.loc(tok)}: error: {msg}")
+
+    def string(self, literal: str, tok) -> str:
+        """The JSON string ``literal`` (of token ``tok``): the grammar's strings are JSON's,
+        and JSON also refuses raw control characters inside them."""
+        try:
+            return json.loads(literal)
+        except json.JSONDecodeError as exc:
+            why = exc.msg.removesuffix(" at").lower()
+            raise ParseError(f"{self.loc(tok)}: error: bad string {literal[:40]!r}: {why} at its character "
+                             f"{exc.pos + 1} (strings are JSON strings)") from None
+
+    def name(self, tok) -> str:
+        """``@name`` / ``%name`` without the sigil; a quoted name is a JSON string."""
+        body = str(tok)[1:]
+        return self.string(body, tok) if body.startswith('"') else body
 
     def build(self, tree: lark.Tree) -> Module:
         module = Module()
@@ -113,7 +130,7 @@ class _Builder:
     # -- declarations ---------------------------------------------------------------
     def param(self, module: Module, node) -> None:
         tok, type_node, attrs = node.children
-        name = _name(tok)
+        name = self.name(tok)
         if name in module.params:
             self.fail(tok, f"param @{name} is declared twice")
         module.params[name] = Param(name, self.type(type_node), None,
@@ -121,7 +138,7 @@ class _Builder:
 
     def func(self, module: Module, node) -> None:
         name_tok, *rest = node.children
-        name = _name(name_tok)
+        name = self.name(name_tok)
         if name in module.functions:
             self.fail(name_tok, f"function @{name} is defined twice")
         sig = next(i for i, c in enumerate(rest)
@@ -159,9 +176,10 @@ class _Builder:
         return Op(str(optok), operands, results, attrs, self.loc(optok))
 
     def resources(self, module: Module, node) -> None:
-        for res in node.children:
+        given = [res for res in node.children if res is not None]
+        for res in given:
             tok, hex_tok, blob = res.children
-            name = _name(tok)
+            name = self.name(tok)
             if name not in module.params:
                 self.fail(tok, f"resource for undeclared param @{name}")
             p = module.params[name]
@@ -173,10 +191,16 @@ class _Builder:
                 p.data = resources.decode(str(blob)[1:-1], int(str(hex_tok), 16), p.type)
             except ValueError as exc:
                 self.fail(tok, f"corrupt data for param @{name}: {exc}")
+        missing = [p for p in module.params.values() if p.data is None]
+        if given and missing:  # some weights and not others: a damaged file, not a structure-only one
+            names = ", ".join(f"@{p.name}" for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+            raise VerifyError(f"{missing[0].loc}: error: the resources section has no data for {len(missing)} of "
+                              f"the {len(module.params)} params ({names}): the file is damaged; write it again "
+                              "(boldc convert, boldc train) or remove the whole section to keep the structure only")
 
     # -- names ----------------------------------------------------------------------
     def define(self, scope: dict, tok, type: TensorType) -> Value:
-        name = _name(tok)
+        name = self.name(tok)
         if name in scope:
             self.fail(tok, f"value %{name} is defined twice")
         v = Value(name, type, self.loc(tok))
@@ -184,7 +208,7 @@ class _Builder:
         return v
 
     def use(self, module: Module, scope: dict, tok, context: str = "") -> Value:
-        name = _name(tok)
+        name = self.name(tok)
         if tok.type == "GLOBAL":
             if name not in module.params:
                 self.fail(tok, f"{context}undefined param @{name}")
@@ -223,7 +247,7 @@ class _Builder:
             if kind == "number":
                 return _number(str(node.children[0]))
             if kind == "string":
-                return json.loads(str(node.children[0]))
+                return self.string(str(node.children[0]), node.children[0])
             if kind == "true":
                 return True
             if kind == "false":

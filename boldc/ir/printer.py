@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from boldc.ir import resources
+from boldc.ir.catalog import op_definition
 from boldc.ir.core import Function, Module, Op, Param, Value
 from boldc.ir.types import TensorType
 
@@ -60,9 +61,7 @@ def format_dict(d: dict) -> str:
 
 
 def _printed_attrs(op: Op) -> dict:
-    from boldc.ops.registry import lookup
-
-    opdef = lookup(op.name)
+    opdef = op_definition(op.name)
     return opdef.printed_attrs(op.attrs) if opdef is not None else op.attrs
 
 

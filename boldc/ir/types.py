@@ -19,7 +19,7 @@ Dim = int | str
 
 
 class DType(enum.Enum):
-    """Element types. ``b1`` is one bit: 1 = T = +1, 0 = F = -1 (SPEC §1)."""
+    """Element types. ``b1`` is one bit: 1 = T = +1, 0 = F = -1 (docs/method.md §1)."""
 
     f32 = "f32"
     i8 = "i8"

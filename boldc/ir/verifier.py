@@ -12,8 +12,8 @@ built in memory) and the op, on one line.
 from __future__ import annotations
 
 from boldc.errors import VerifyError
-from boldc.ir.core import Function, Module, Op, Param
-from boldc.ops.registry import TypeCheck, lookup
+from boldc.ir.catalog import TypeCheck, op_definition
+from boldc.ir.core import Function, Module, Op, Param, Value
 
 
 def _where(fn: Function, index: int, op: Op) -> str:
@@ -23,7 +23,7 @@ def _where(fn: Function, index: int, op: Op) -> str:
 def check_op(op: Op) -> list:
     """Check one op in isolation (arity, attributes, inferred result types), filling
     defaults into ``op.attrs``. Returns the inferred types; raises TypeCheck."""
-    opdef = lookup(op.name)
+    opdef = op_definition(op.name)
     if opdef is None:
         raise TypeCheck(f"unknown op '{op.name}'")
     lo, hi = opdef.arity()
@@ -45,7 +45,7 @@ def _check_param_writes(op: Op, where: str, updated: dict[str, int], index: int)
         if isinstance(operand, Param) and operand.name in updated:
             raise VerifyError(f"{where}: error: op {op.describe()}: reads param @{operand.name} after op "
                               f"{updated[operand.name]} updated it; a param's update must follow all its uses")
-    opdef = lookup(op.name)
+    opdef = op_definition(op.name)
     for pos in opdef.updated_positions(len(op.operands)):
         operand = op.operands[pos]
         if not isinstance(operand, Param):
@@ -55,17 +55,17 @@ def _check_param_writes(op: Op, where: str, updated: dict[str, int], index: int)
 
 
 def verify_function(module: Module, fn: Function) -> None:
-    defined: set[int] = set()
+    defined: set[Value] = set()
     updated: dict[str, int] = {}
     for a in fn.args:
-        defined.add(id(a))
+        defined.add(a)
     for index, op in enumerate(fn.ops):
         where = _where(fn, index, op)
         for pos, operand in enumerate(op.operands):
             if isinstance(operand, Param):
                 if module.params.get(operand.name) is not operand:
                     raise VerifyError(f"{where}: error: op {op.describe()}: param @{operand.name} is not in the module")
-            elif id(operand) not in defined:
+            elif operand not in defined:
                 raise VerifyError(f"{where}: error: op {op.describe()}: operand {pos} %{operand.name} "
                                   "is used before it is defined")
         try:
@@ -80,12 +80,12 @@ def verify_function(module: Module, fn: Function) -> None:
             if res.type != want:
                 raise VerifyError(f"{where}: error: op {op.describe()}: type mismatch: %{res.name} is declared "
                                   f"{res.type} but the op gives {want}")
-            if id(res) in defined:
+            if res in defined:
                 raise VerifyError(f"{where}: error: op {op.describe()}: %{res.name} is defined twice")
-            defined.add(id(res))
+            defined.add(res)
     ret_where = str(fn.return_loc) if fn.return_loc else f"@{fn.name}, return"
     for v in fn.returns:
-        if not isinstance(v, Param) and id(v) not in defined:
+        if not isinstance(v, Param) and v not in defined:
             raise VerifyError(f"{ret_where}: error: returned value %{v.name} is not defined in @{fn.name}")
     declared = fn.declared_result_types()
     got = [v.type for v in fn.returns]

@@ -3,6 +3,7 @@
 See ``boldc.ops.registry`` for what an op definition declares.
 """
 
+from boldc.ir import catalog
 from boldc.ops import (  # noqa: F401  (registration)
     activation_ops,
     boolean_ops,
@@ -10,12 +11,17 @@ from boldc.ops import (  # noqa: F401  (registration)
     elementwise_ops,
     float_grad_ops,
     float_ops,
+    fused_ops,
     grad_ops,
     loss_ops,
+    norm_ops,
     optim_ops,
     pool_ops,
     shape_ops,
+    signal_ops,
 )
-from boldc.ops.registry import REGISTRY, OpDef, TypeCheck, all_ops, lookup, register, with_trait
+from boldc.ops.registry import REGISTRY, OpDef, TypeCheck, all_ops, lookup, register, the_op_with, with_trait
 
-__all__ = ["REGISTRY", "OpDef", "TypeCheck", "all_ops", "lookup", "register", "with_trait"]
+catalog.install(lookup)
+
+__all__ = ["REGISTRY", "OpDef", "TypeCheck", "all_ops", "lookup", "register", "the_op_with", "with_trait"]

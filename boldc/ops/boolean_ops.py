@@ -1,4 +1,4 @@
-"""Boolean and mixed ops (SPEC §2).
+"""Boolean and mixed ops (docs/method.md §2).
 
 Boolean layers take b1 input and b1 weights and produce an integer pre-activation
 
@@ -8,7 +8,7 @@ which for xnor is ``m - 2·popcount(x XOR W)`` (+ bias) and for xor its negation
 The result is the narrowest integer type holding [-(m+1), m+1] (i8, i16 or i32),
 so widths are a function of the shapes, never a choice.
 
-Padding of Boolean convolutions (SPEC §2 leaves it to us): ``pad_mode = "false"``
+Padding of Boolean convolutions (docs/method.md §2 leaves it to us): ``pad_mode = "false"``
 (default) pads with F, so a padded position contributes e(L(F, w)) like any input
 bit; ``pad_mode = "neutral"`` makes padded positions contribute 0. The interpreter
 and the generated C implement both bit for bit.
@@ -18,12 +18,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from boldc.backend import kernels as K
-from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType, narrowest_int
-from boldc.ops import common as C
-from boldc.ops import grad_ops as G
+from boldc.ir.works import LOGIC, add_op, layer_forward, per_element, window_ops
+from boldc.ops.backward_rules import layer_backward, layer_fan_in, maxpool_backward, rescale_factor, threshold_backward
+from boldc.ops.common import (
+    CEIL_MODE,
+    DILATION,
+    GROUPS,
+    KERNEL,
+    NEURON_LOGIC,
+    PAD,
+    STRIDE,
+    channel_vector,
+    conv_infer,
+    conv_nchw,
+    expect_dtype,
+    expect_rank,
+    linear_infer,
+    matmul_in_order,
+    pool_nchw,
+    signed,
+    window_out_hw,
+)
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
+from boldc.ops.traits import Activation, Binarize, Boolean, Epilogue, FusionHead, Layer, Mixed
 
 PAD_MODE = Attr("pad_mode", "str", "false", choices=("false", "neutral"),
                 doc='"false": pad with F bits; "neutral": padded positions contribute 0')
@@ -53,42 +71,39 @@ class BConv2d(OpDef):
 
     name = "bconv2d"
     operands = ("x", "w", "bias?")
-    attrs = (C.LOGIC, C.STRIDE, C.PAD, C.DILATION, C.GROUPS, PAD_MODE)
-    traits = frozenset({"arithmetic", "conv", "boolean"})
+    attrs = (NEURON_LOGIC, STRIDE, PAD, DILATION, GROUPS, PAD_MODE)
+    traits = (Layer("conv"), Boolean(), FusionHead())
 
     def cost(self, ctx):
         """Per multiply-accumulate one XNOR and one integer addition at the output width."""
-        return E.layer_cost(ctx)
+        return layer_forward(ctx)
 
     def backward(self, ctx, op, dys):
-        """SPEC §3: g = transposed convolution of z with e(W), q = correlation of e(x) with z
+        """docs/method.md §3: g = transposed convolution of z with e(W), q = correlation of e(x) with z
         (padded positions of x are e(F) = -1 for pad_mode "false", 0 for "neutral")."""
-        rescale = G.rescale_factor(op) if ctx.options["rescale"] else 1.0
+        rescale = rescale_factor(op) if ctx.options["rescale"] else 1.0
         pad_value = -1.0 if op.attrs["pad_mode"] == "false" else 0.0
-        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale, pad_value)
+        return layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale, pad_value, boolean=True)
 
     def fan_in(self, op, fan_in_of):
-        return G.layer_fan_in(op)
+        return layer_fan_in(op)
 
     def infer(self, types, attrs):
         x, w = types[0], types[1]
-        C.expect_dtype(x, "bool", "input")
-        C.expect_dtype(w, "bool", "weights")
-        n, m, oh, ow = C.conv_infer(x, w, attrs)
+        expect_dtype(x, "bool", "input")
+        expect_dtype(w, "bool", "weights")
+        n, m, oh, ow = conv_infer(x, w, attrs)
         if len(types) > 2:
-            C.channel_vector(types[2], m, "bias", "bool")
+            channel_vector(types[2], m, "bias", "bool")
         fan_in = w.shape[1] * w.shape[2] * w.shape[3]
         return [TensorType(preact_dtype(fan_in, len(types) > 2), (n, m, oh, ow))]
-
-    def emit_c(self, cop):
-        return K.bconv2d(cop)
 
     def evaluate(self, args, attrs):
         x, w = args[0], args[1]
         pad_value = -1.0 if attrs["pad_mode"] == "false" else 0.0
-        y = C.conv_nchw(C.signed(x), C.signed(w), attrs, pad_value) * _logic_sign(attrs)
+        y = conv_nchw(signed(x), signed(w), attrs, pad_value) * _logic_sign(attrs)
         if len(args) > 2:
-            y += C.signed(args[2]).reshape(1, -1, 1, 1)
+            y += signed(args[2]).reshape(1, -1, 1, 1)
         fan_in = w.shape[1] * w.shape[2] * w.shape[3]
         return [_to_int(y, preact_dtype(fan_in, len(args) > 2))]
 
@@ -99,38 +114,35 @@ class BLinear(OpDef):
 
     name = "blinear"
     operands = ("x", "w", "bias?")
-    attrs = (C.LOGIC,)
-    traits = frozenset({"arithmetic", "linear", "boolean"})
+    attrs = (NEURON_LOGIC,)
+    traits = (Layer("linear"), Boolean(), FusionHead())
 
     def cost(self, ctx):
         """Per multiply-accumulate one XNOR and one integer addition at the output width."""
-        return E.layer_cost(ctx)
+        return layer_forward(ctx)
 
     def backward(self, ctx, op, dys):
-        """SPEC §3: g = ±z·e(W), q = ±zᵀ·e(x), q0 = Σ_k z (± is - for xor)."""
-        rescale = G.rescale_factor(op) if ctx.options["rescale"] else 1.0
-        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale)
+        """docs/method.md §3: g = ±z·e(W), q = ±zᵀ·e(x), q0 = Σ_k z (± is - for xor)."""
+        rescale = rescale_factor(op) if ctx.options["rescale"] else 1.0
+        return layer_backward(ctx, op, dys[0], _logic_sign(op.attrs), rescale, boolean=True)
 
     def fan_in(self, op, fan_in_of):
-        return G.layer_fan_in(op)
+        return layer_fan_in(op)
 
     def infer(self, types, attrs):
         x, w = types[0], types[1]
-        C.expect_dtype(x, "bool", "input")
-        C.expect_dtype(w, "bool", "weights")
-        lead, n = C.linear_infer(x, w)
+        expect_dtype(x, "bool", "input")
+        expect_dtype(w, "bool", "weights")
+        lead, n = linear_infer(x, w)
         if len(types) > 2:
-            C.channel_vector(types[2], n, "bias", "bool")
+            channel_vector(types[2], n, "bias", "bool")
         return [TensorType(preact_dtype(w.shape[1], len(types) > 2), lead + (n,))]
-
-    def emit_c(self, cop):
-        return K.blinear(cop)
 
     def evaluate(self, args, attrs):
         x, w = args[0], args[1]
-        y = (C.signed(x) @ C.signed(w).T) * _logic_sign(attrs)
+        y = (signed(x) @ signed(w).T) * _logic_sign(attrs)
         if len(args) > 2:
-            y += C.signed(args[2])
+            y += signed(args[2])
         return [_to_int(y, preact_dtype(w.shape[1], len(args) > 2))]
 
 
@@ -141,33 +153,30 @@ class MConv2d(OpDef):
 
     name = "mconv2d"
     operands = ("x", "w", "bias?")
-    attrs = (C.LOGIC, C.STRIDE, C.PAD, C.DILATION, C.GROUPS)
-    traits = frozenset({"arithmetic", "conv", "mixed"})
+    attrs = (NEURON_LOGIC, STRIDE, PAD, DILATION, GROUPS)
+    traits = (Layer("conv"), Mixed(), FusionHead())
 
     def cost(self, ctx):
         """Per multiply-accumulate one conditional negation and one addition."""
-        return E.layer_cost(ctx)
+        return layer_forward(ctx)
 
     def backward(self, ctx, op, dys):
-        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
+        return layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
 
     def fan_in(self, op, fan_in_of):
-        return G.layer_fan_in(op)
+        return layer_fan_in(op)
 
     def infer(self, types, attrs):
         x, w = types[0], types[1]
-        C.expect_dtype(x, ("float", "int"), "input")
-        C.expect_dtype(w, "bool", "weights")
-        n, m, oh, ow = C.conv_infer(x, w, attrs)
+        expect_dtype(x, ("float", "int"), "input")
+        expect_dtype(w, "bool", "weights")
+        n, m, oh, ow = conv_infer(x, w, attrs)
         if len(types) > 2:
-            C.channel_vector(types[2], m, "bias")
+            channel_vector(types[2], m, "bias")
         return [TensorType(DType.f32, (n, m, oh, ow))]
 
-    def emit_c(self, cop):
-        return K.fconv2d(cop, sign=int(_logic_sign(cop.attrs)))
-
     def evaluate(self, args, attrs):
-        y = C.conv_nchw(C.signed(args[0]), C.signed(args[1]), attrs) * np.float32(_logic_sign(attrs))
+        y = conv_nchw(signed(args[0]), signed(args[1]), attrs) * np.float32(_logic_sign(attrs))
         if len(args) > 2:
             y += args[2].reshape(1, -1, 1, 1)
         return [y]
@@ -175,40 +184,40 @@ class MConv2d(OpDef):
 
 @register
 class MLinear(OpDef):
-    """Mixed linear layer (real input, b1 weights): y[k, j] = b[j] + ±Σ_i e(W[j, i]) · x[k, i]."""
+    """Mixed linear layer (real input, b1 weights): y[k, j] = b[j] + ±Σ_i e(W[j, i]) · x[k, i],
+    summed in double in i order (``common.matmul_in_order``), rounded once to f32."""
 
     name = "mlinear"
     operands = ("x", "w", "bias?")
-    attrs = (C.LOGIC,)
-    traits = frozenset({"arithmetic", "linear", "mixed"})
+    attrs = (NEURON_LOGIC,)
+    traits = (Layer("linear"), Mixed(), FusionHead())
 
     def cost(self, ctx):
         """Per multiply-accumulate one conditional negation and one addition."""
-        return E.layer_cost(ctx)
+        return layer_forward(ctx)
 
     def backward(self, ctx, op, dys):
-        return G.layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
+        return layer_backward(ctx, op, dys[0], _logic_sign(op.attrs))
 
     def fan_in(self, op, fan_in_of):
-        return G.layer_fan_in(op)
+        return layer_fan_in(op)
 
     def infer(self, types, attrs):
         x, w = types[0], types[1]
-        C.expect_dtype(x, ("float", "int"), "input")
-        C.expect_dtype(w, "bool", "weights")
-        lead, n = C.linear_infer(x, w)
+        expect_dtype(x, ("float", "int"), "input")
+        expect_dtype(w, "bool", "weights")
+        lead, n = linear_infer(x, w)
         if len(types) > 2:
-            C.channel_vector(types[2], n, "bias")
+            channel_vector(types[2], n, "bias")
         return [TensorType(DType.f32, lead + (n,))]
 
-    def emit_c(self, cop):
-        return K.flinear(cop, sign=int(_logic_sign(cop.attrs)))
-
     def evaluate(self, args, attrs):
-        y = (C.signed(args[0]) @ C.signed(args[1]).T * np.float32(_logic_sign(attrs))).astype(np.float32)
+        x = signed(args[0])
+        lead = x.shape[:-1]
+        acc = matmul_in_order(x.reshape(-1, x.shape[-1]), signed(args[1]).T) * _logic_sign(attrs)
         if len(args) > 2:
-            y += args[2]
-        return [y]
+            acc = acc + args[2].astype(np.float64)
+        return [acc.astype(np.float32).reshape(lead + (args[1].shape[0],))]
 
 
 @register
@@ -222,38 +231,32 @@ class Threshold(OpDef):
     name = "threshold"
     operands = ("x", "tau?", "ge?")
     attrs = (Attr("tau", "number", 0, doc="scalar threshold when no tau operand is given"),)
-    traits = frozenset({"activation", "binarize"})
+    traits = (Activation(), Binarize(float_form="relu"), Epilogue())
 
     nondiff_operands = ("tau", "ge")
 
     def cost(self, ctx):
-        """One comparison x >= τ per element (at x's width); backward: threshold_grad."""
+        """One comparison x >= τ per element (at x's width)."""
         x = ctx.operands[0]
-        works = [E.pointwise(ctx, E.add_op(x))]
-        if ctx.need(0):
-            works.append(E.threshold_grad(ctx.signal_like(ctx.results[0]), x, ctx.operands[1:], ctx.signal_like(x)))
-        return works
+        return per_element(ctx, add_op(x))
 
     def backward(self, ctx, op, dys):
-        """SPEC §3: δLoss/δs = δLoss/δy · tanh'(α (s - τ)) (or the box / Bi-Real variant)."""
-        grad = G.threshold_backward(ctx, op, dys[0], op.operands[1:], op.attrs["tau"])
+        """docs/method.md §3: δLoss/δs = δLoss/δy · tanh'(α (s - τ)) (or the box / Bi-Real variant)."""
+        grad = threshold_backward(ctx, op, dys[0], op.operands[1:], op.attrs["tau"])
         return [grad] + [None] * (len(op.operands) - 1)
 
     def infer(self, types, attrs):
         x = types[0]
-        C.expect_dtype(x, ("float", "int"), "input")
+        expect_dtype(x, ("float", "int"), "input")
         if len(types) > 1:
             if attrs["tau"] != 0:
                 raise TypeCheck("give tau either as attribute or as operand, not both")
             if x.rank < 2:
                 raise TypeCheck(f"per-channel tau needs an input of rank >= 2, got {x}")
-            C.channel_vector(types[1], x.shape[1], "tau", ("float", "int"))
+            channel_vector(types[1], x.shape[1], "tau", ("float", "int"))
         if len(types) > 2:
-            C.channel_vector(types[2], x.shape[1], "ge", "bool")
+            channel_vector(types[2], x.shape[1], "ge", "bool")
         return [x.with_dtype(DType.b1)]
-
-    def emit_c(self, cop):
-        return K.threshold(cop)
 
     def evaluate(self, args, attrs):
         x = args[0]
@@ -273,25 +276,23 @@ class BMaxPool2d(OpDef):
 
     name = "bmaxpool2d"
     operands = ("x",)
-    attrs = (C.KERNEL, C.STRIDE, C.PAD, C.DILATION, C.CEIL_MODE)
-    traits = frozenset({"pool", "boolean"})
+    attrs = (KERNEL, STRIDE, PAD, DILATION, CEIL_MODE)
+    traits = (Boolean(),)
 
     def cost(self, ctx):
-        """An OR of kh·kw bits per output (kh·kw - 1 logic operations); backward: maxpool2d_grad."""
-        return E.max_pool(ctx, ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1], E.LOGIC)
+        """An OR of kh·kw bits per output (kh·kw - 1 logic operations)."""
+        kh, kw = ctx.attrs["kernel"]
+        return per_element(ctx, window_ops(kh * kw, LOGIC))
 
     def backward(self, ctx, op, dys):
-        return [G.maxpool_backward(ctx, op, dys[0])]
+        return [maxpool_backward(ctx, op, dys[0])]
 
     def infer(self, types, attrs):
         x = types[0]
-        C.expect_dtype(x, "bool", "input")
-        C.expect_rank(x, 4, "input")
-        oh, ow = C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"])
+        expect_dtype(x, "bool", "input")
+        expect_rank(x, 4, "input")
+        oh, ow = window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"])
         return [x.with_shape((x.shape[0], x.shape[1], oh, ow))]
 
-    def emit_c(self, cop):
-        return K.pool(cop, "or")
-
     def evaluate(self, args, attrs):
-        return [C.pool_nchw(args[0], attrs, "max")]
+        return [pool_nchw(args[0], attrs, "max")]

@@ -1,14 +1,15 @@
-"""Casts between b1, integers and f32 (SPEC §1 for the Boolean readings)."""
+"""Casts between b1, integers and f32 (docs/method.md §1 for the Boolean readings)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from boldc.backend import kernels as K
-from boldc.energymodel import works as E
 from boldc.ir.types import DType, dtype_from_str
-from boldc.ops import grad_ops as G
+from boldc.ir.works import ARITH, BIT, LOGIC, NO_OPS, REAL, per_element, view
+from boldc.ops.backward_rules import threshold_backward
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
+from boldc.ops.traits import Cast as CastTrait
+from boldc.ops.traits import Epilogue
 
 
 @register
@@ -23,33 +24,25 @@ class Cast(OpDef):
     name = "cast"
     operands = ("x",)
     attrs = (Attr("to", "str", choices=tuple(d.value for d in DType)),)
-    traits = frozenset({"elementwise", "cast"})
+    traits = (CastTrait(), Epilogue())
 
     def cost(self, ctx):
         """Per element: to or from b1 one logic operation, f32 <-> integer one arithmetic
         operation, integer widening nothing (a copy); a cast to the same representation (as
-        in the float baseline) is an identity. Backward: to b1 it is a threshold at 0
-        (threshold_grad), otherwise the signal passes unchanged."""
+        in the float baseline) is an identity."""
         x, y = ctx.operands[0], ctx.results[0]
         if (x.kind, x.bits) == (y.kind, y.bits):
-            return [E.view(ctx, "an identity in this representation")]
-        if E.BIT in (x.kind, y.kind):
-            per = E.LOGIC
-        elif E.REAL in (x.kind, y.kind):
-            per = E.ARITH
-        else:
-            per = E.NO_OPS
-        works = [E.pointwise(ctx, per)]
-        if ctx.need(0) and y.kind == E.BIT and x.kind != E.BIT:
-            works.append(E.threshold_grad(ctx.signal_like(y), x, (), ctx.signal_like(x)))
-        return works
+            return view(ctx, "an identity in this representation")
+        if BIT in (x.kind, y.kind):
+            return per_element(ctx, LOGIC)
+        return per_element(ctx, ARITH if REAL in (x.kind, y.kind) else NO_OPS)
 
     def backward(self, ctx, op, dys):
         """To b1 (x >= 0) is a threshold at 0 and uses its rule; every other cast passes the
         signal through unchanged (straight-through for f32 -> integer rounding)."""
         x = op.operands[0]
         if op.result.type.dtype.is_bool and not x.type.dtype.is_bool:
-            return [G.threshold_backward(ctx, op, dys[0], [], 0)]
+            return [threshold_backward(ctx, op, dys[0], [], 0)]
         return [dys[0]]
 
     def fan_in(self, op, fan_in_of):
@@ -61,9 +54,6 @@ class Cast(OpDef):
         if src.is_int and to.is_int and to.bits < src.bits:
             raise TypeCheck(f"cast {src} -> {to} narrows an integer; not allowed")
         return [types[0].with_dtype(to)]
-
-    def emit_c(self, cop):
-        return K.cast(cop)
 
     def evaluate(self, args, attrs):
         x = args[0]

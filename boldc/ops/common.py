@@ -20,7 +20,7 @@ DILATION = Attr("dilation", "ints", [1, 1], length=2, doc="[dh, dw]")
 GROUPS = Attr("groups", "int", 1, doc="input and output channels split into this many groups")
 KERNEL = Attr("kernel", "ints", length=2, doc="[kh, kw]")
 CEIL_MODE = Attr("ceil_mode", "bool", False, doc="round the output size up")
-LOGIC = Attr("logic", "str", "xnor", choices=("xnor", "xor"), doc="neuron logic L")
+NEURON_LOGIC = Attr("logic", "str", "xnor", choices=("xnor", "xor"), doc="neuron logic L")
 
 
 # --- type helpers --------------------------------------------------------------------
@@ -89,6 +89,8 @@ def window_out_hw(x: TensorType, kernel, attrs, ceil_mode: bool = False) -> tupl
     dh, dw = attrs.get("dilation", [1, 1])
     if min(sh, sw, dh, dw) < 1 or min(pt, pl, pb, pr) < 0:
         raise TypeCheck("strides and dilations must be >= 1 and pads >= 0")
+    if min(kernel) < 1:
+        raise TypeCheck(f"kernel {list(kernel)} must be >= 1 in both dimensions")
     return (conv_out_size(h, kernel[0], sh, pt, pb, dh, ceil_mode),
             conv_out_size(w, kernel[1], sw, pl, pr, dw, ceil_mode))
 
@@ -123,7 +125,7 @@ def linear_infer(x: TensorType, w: TensorType) -> tuple[tuple, int]:
 
 
 def signed(x: np.ndarray) -> np.ndarray:
-    """e(.) of SPEC §1 for b1 (T -> +1, F -> -1); other dtypes as float32."""
+    """e(.) of docs/method.md §1 for b1 (T -> +1, F -> -1); other dtypes as float32."""
     if x.dtype == np.bool_:
         return np.where(x, np.float32(1), np.float32(-1))
     return x.astype(np.float32, copy=False)
@@ -207,13 +209,13 @@ def pool_nchw(x: np.ndarray, attrs, reduce: str) -> np.ndarray:
     # Count the positions of each window that fall in the counted region.
     lo_h, hi_h = (-pt, h + pb) if attrs["count_include_pad"] else (0, h)
     lo_w, hi_w = (-pl, w + pr) if attrs["count_include_pad"] else (0, w)
-    rows = _count_inside(oh, kh, sh, dil[0], -pt, lo_h, hi_h)
-    cols = _count_inside(ow, kw, sw, dil[1], -pl, lo_w, hi_w)
+    rows = count_inside(oh, kh, sh, dil[0], -pt, lo_h, hi_h)
+    cols = count_inside(ow, kw, sw, dil[1], -pl, lo_w, hi_w)
     count = np.outer(rows, cols)
     return (total / count).astype(np.float32)
 
 
-def _count_inside(out: int, k: int, stride: int, dil: int, start: int, lo: int, hi: int) -> np.ndarray:
+def count_inside(out: int, k: int, stride: int, dil: int, start: int, lo: int, hi: int) -> np.ndarray:
     pos = start + np.arange(out)[:, None] * stride + np.arange(k)[None, :] * dil
     return ((pos >= lo) & (pos < hi)).sum(axis=1)
 
@@ -232,5 +234,48 @@ def single_dim(dims, what: str) -> Dim:
                     "symbolic dimension such as the batch can be kept)")
 
 
-def numel_static(shape) -> int:
-    return math.prod(shape)
+# --- exp, identical in numpy and in the C runtime ------------------------------------------------
+# numpy's and the C library's exp and tanh differ in the last bit of a double for some
+# inputs (measured: 5% of exp, 25% of tanh arguments), and the difference can reach an f32
+# result. The backward rules that feed integer signals (the threshold's tanh derivative, the
+# softmax cross-entropy gradient) compute exp by this fixed sequence of IEEE double
+# operations instead; runtime/boldc_rt.h's bd_exp is the same sequence, so both give the same
+# bits on every machine (docs/training.md, "Determinism").
+
+LN2_HI = 6.93147180369123816490e-01   # ln 2 to 32 bits (k·LN2_HI is exact for |k| < 2^21)
+LN2_LO = 1.90821492927058770002e-10   # ln 2 - LN2_HI
+LOG2_E = 1.44269504088896338700e+00
+EXP_TERMS = tuple(1.0 / math.factorial(n) for n in range(14))  # Taylor terms of exp(r), |r| <= ln2/2
+
+
+def exp_fixed(x: np.ndarray) -> np.ndarray:
+    """e^x in float64: k = rint(x·log2 e), r = (x - k·LN2_HI) - k·LN2_LO, exp(r) by Horner's
+    rule on EXP_TERMS (error below 1e-16 relative), times 2^k; 0 below -745, inf above 709."""
+    x = np.asarray(x, dtype=np.float64)
+    clipped = np.clip(x, -746.0, 710.0)
+    k = np.rint(clipped * LOG2_E)
+    r = (clipped - k * LN2_HI) - k * LN2_LO
+    p = np.full(r.shape, EXP_TERMS[-1])
+    for c in EXP_TERMS[-2::-1]:
+        p = p * r + c
+    with np.errstate(over="ignore"):  # above 709: inf, as exp
+        return np.ldexp(p, k.astype(np.int64))
+
+
+def tanh_derivative(u: np.ndarray) -> np.ndarray:
+    """1 - tanh²(u) = 4t / (1 + t)² with t = e^(-2|u|) (``exp_fixed``), in float64."""
+    t = exp_fixed(-2.0 * np.abs(np.asarray(u, dtype=np.float64)))
+    return 4.0 * t / ((1.0 + t) * (1.0 + t))
+
+
+def matmul_in_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a [R, K] · b [K, M] in float64, each sum taken in k order (k = 0, 1, ...): the same
+    sequence of exactly rounded double additions the C runtime performs, so both give the
+    same bits (BLAS's order depends on the CPU). Products of f32 (or ±1) values are exact
+    in double; the float layers whose values reach the integer signals use it."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    acc = np.zeros((a.shape[0], b.shape[1]))
+    for k in range(a.shape[1]):
+        acc = acc + a[:, k, None] * b[None, k, :]
+    return acc

@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import numpy as np
 
-from boldc.backend import grad_kernels as GK
-from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType
-from boldc.ops import common as C
-from boldc.ops.grad_ops import INPUT_HW, GradOp, SumTo, as_f32, as_f64, expect_same_shape, expect_signal
+from boldc.ir.works import ARITH, BACKWARD, BIT, LOGIC, Ops, Work, add_op, stream, window_ops
+from boldc.ops.common import (
+    CEIL_MODE,
+    DILATION,
+    KERNEL,
+    PAD,
+    STRIDE,
+    count_inside,
+    expect_rank,
+    pad_nchw,
+    window_out_hw,
+    windows,
+)
+from boldc.ops.grad_ops import INPUT_HW, GradOp, as_f32, as_f64, expect_same_shape, expect_signal
 from boldc.ops.registry import Attr, TypeCheck, register
+from boldc.ops.shape_ops import SumTo
+from boldc.ops.traits import Epilogue, Gradient
+
+
+def signal_stream(ctx, per: Ops) -> list[Work]:
+    """An elementwise gradient: reads its operands, writes δx, ``per`` operations per element."""
+    return [stream("signal", BACKWARD, ctx.operands, ctx.results, per.times(ctx.results[0].numel))]
 
 
 class _SameShapeGrad(GradOp):
     """Operands (dy, x or y, ...) with x or y shaped like dy; the result is shaped like dy."""
 
     operands = ("dy", "x")
-    traits = frozenset({"gradient", "elementwise"})
+    traits = (Gradient(),)
 
     def infer(self, types, attrs):
         expect_signal(types[0])
@@ -29,7 +46,9 @@ class _SameShapeGrad(GradOp):
 
 
 class _UnaryGrad(_SameShapeGrad):
-    """dx = dy · f'(x or y) elementwise."""
+    """dx = dy · f'(x or y) elementwise: an epilogue of the layer gradient that makes dy."""
+
+    traits = (Gradient(), Epilogue(chain=("dy",)))
 
     def evaluate(self, args, attrs):
         return [as_f32(as_f64(args[0]) * self.derivative(as_f64(args[1]), attrs))]
@@ -42,10 +61,8 @@ class ReluGrad(_UnaryGrad):
     name = "relu_grad"
 
     def cost(self, ctx):
-        return [E.relu_grad(ctx.operands[0], ctx.operands[1], ctx.results[0])]
-
-    def emit_c(self, cop):
-        return GK.unary_grad(cop, lambda x: f"({x} > 0.0 ? 1.0 : 0.0)")
+        """One comparison of x per element."""
+        return signal_stream(ctx, add_op(ctx.operands[1]))
 
     def derivative(self, x, attrs):
         return (x > 0).astype(np.float64)
@@ -58,13 +75,9 @@ class SoftmaxGrad(_SameShapeGrad):
     name = "softmax_grad"
     operands = ("dy", "y")
     attrs = (Attr("axis", "int", -1),)
-    traits = frozenset({"gradient"})
-
     def cost(self, ctx):
-        return [E.softmax_grad(ctx.operands[0], ctx.operands[1], ctx.results[0])]
-
-    def emit_c(self, cop):
-        return GK.softmax_grad(cop, log=False)
+        """Per element two multiplications, one accumulation and one subtraction."""
+        return signal_stream(ctx, ARITH.times(2) + add_op(ctx.results[0]).times(2))
 
     def evaluate(self, args, attrs):
         dy, y = as_f64(args[0]), as_f64(args[1])
@@ -79,11 +92,7 @@ class LeakyReluGrad(_UnaryGrad):
     attrs = (Attr("alpha", "float", 0.01),)
 
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(2))]
-
-    def emit_c(self, cop):
-        alpha = GK.scalar_literal(float(cop.attrs["alpha"]), "double")
-        return GK.unary_grad(cop, lambda x: f"({x} >= 0.0 ? 1.0 : {alpha})")
+        return signal_stream(ctx, ARITH.times(2))
 
     def derivative(self, x, attrs):
         return np.where(x >= 0, 1.0, attrs["alpha"])
@@ -97,11 +106,7 @@ class ClipGrad(_UnaryGrad):
     attrs = (Attr("min", "float", float("-inf")), Attr("max", "float", float("inf")))
 
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(2))]
-
-    def emit_c(self, cop):
-        lo, hi = (GK.scalar_literal(float(cop.attrs[k]), "double") for k in ("min", "max"))
-        return GK.unary_grad(cop, lambda x: f"({x} >= {lo} && {x} <= {hi} ? 1.0 : 0.0)")
+        return signal_stream(ctx, ARITH.times(2))
 
     def derivative(self, x, attrs):
         return ((x >= attrs["min"]) & (x <= attrs["max"])).astype(np.float64)
@@ -115,10 +120,7 @@ class SigmoidGrad(_UnaryGrad):
     operands = ("dy", "y")
 
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(3))]
-
-    def emit_c(self, cop):
-        return GK.unary_grad(cop, lambda y: f"{y} * (1.0 - {y})")
+        return signal_stream(ctx, ARITH.times(3))
 
     def derivative(self, y, attrs):
         return y * (1.0 - y)
@@ -132,10 +134,7 @@ class TanhGrad(_UnaryGrad):
     operands = ("dy", "y")
 
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(3))]
-
-    def emit_c(self, cop):
-        return GK.unary_grad(cop, lambda y: f"1.0 - {y} * {y}")
+        return signal_stream(ctx, ARITH.times(3))
 
     def derivative(self, y, attrs):
         return 1.0 - y * y
@@ -149,10 +148,7 @@ class PReluGradX(_SameShapeGrad):
     operands = ("dy", "x", "slope")
 
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(2))]
-
-    def emit_c(self, cop):
-        return GK.unary_grad(cop, lambda x, slope: f"({x} >= 0.0 ? 1.0 : (double){slope})")
+        return signal_stream(ctx, ARITH.times(2))
 
     def evaluate(self, args, attrs):
         dy, x, slope = (as_f64(a) for a in args)
@@ -165,20 +161,13 @@ class PReluGradSlope(_SameShapeGrad):
 
     name = "prelu_grad_slope"
     operands = ("dy", "x", "slope")
-    traits = frozenset({"gradient", "reduce"})
+    traits = (Gradient(),)
 
     def cost(self, ctx):
         dy, x, slope = ctx.operands
-        return [E.prelu_slope_grad(dy, x, slope, ctx.results[0])]
-
-    def emit_c(self, cop):
-        dy, x, slope = cop.ins
-
-        def value(idx):
-            v = f"(double){x.load(idx)}"
-            return f"((double){dy.load(idx)} * ({v} < 0.0 ? {v} : 0.0))"
-
-        return GK.reduce_into(cop, dy, value, GK.broadcast_index(dy, slope.shape))
+        out = ctx.results[0]
+        per = ARITH.times(2) + add_op(out)
+        return [stream("slope signal", BACKWARD, (dy, x, slope), (out,), per.times(dy.numel))]
 
     def infer(self, types, attrs):
         super().infer(types, attrs)
@@ -196,13 +185,8 @@ class LogSoftmaxGrad(_SameShapeGrad):
     name = "log_softmax_grad"
     operands = ("dy", "y")
     attrs = (Attr("axis", "int", -1),)
-    traits = frozenset({"gradient"})
-
     def cost(self, ctx):
-        return [E.unary_grad(ctx, E.ARITH.times(4))]
-
-    def emit_c(self, cop):
-        return GK.softmax_grad(cop, log=True)
+        return signal_stream(ctx, ARITH.times(4))
 
     def evaluate(self, args, attrs):
         dy, y = as_f64(args[0]), as_f64(args[1])
@@ -222,7 +206,7 @@ def _pool_padded(x: np.ndarray, attrs, oh: int, ow: int, fill) -> tuple[np.ndarr
     extra_h = max(0, (oh - 1) * sh + dil[0] * (kh - 1) + 1 - (h + pt + pb))
     extra_w = max(0, (ow - 1) * sw + dil[1] * (kw - 1) + 1 - (w + pl + pr))
     pad = [pt, pl, pb + extra_h, pr + extra_w]
-    return C.pad_nchw(x, pad, fill), pad
+    return pad_nchw(x, pad, fill), pad
 
 
 def _scatter(dxp: np.ndarray, i: int, j: int, part: np.ndarray, attrs) -> None:
@@ -244,21 +228,21 @@ class MaxPool2dGrad(GradOp):
 
     name = "maxpool2d_grad"
     operands = ("dy", "x")
-    attrs = (C.KERNEL, C.STRIDE, C.PAD, C.DILATION, C.CEIL_MODE)
-    traits = frozenset({"gradient", "pool"})
+    attrs = (KERNEL, STRIDE, PAD, DILATION, CEIL_MODE)
+    traits = (Gradient(),)
 
     def cost(self, ctx):
         dy, x = ctx.operands
-        return [E.maxpool_grad(dy, x, ctx.results[0], ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1])]
-
-    def emit_c(self, cop):
-        return GK.maxpool2d_grad(cop)
+        kh, kw = ctx.attrs["kernel"]
+        find = window_ops(kh * kw, LOGIC if x.kind == BIT else add_op(x))
+        dx = ctx.results[0]
+        return [stream("signal", BACKWARD, (dy, x), (dx,), (find + add_op(dx)).times(dy.numel))]
 
     def infer(self, types, attrs):
         dy, x = types
         expect_signal(dy)
-        C.expect_rank(x, 4, "input")
-        want = (x.shape[0], x.shape[1], *C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"]))
+        expect_rank(x, 4, "input")
+        want = (x.shape[0], x.shape[1], *window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"]))
         if tuple(dy.shape) != want:
             raise TypeCheck(f"signal {dy} is not the pooled shape of {x}")
         return [TensorType(DType.f32, x.shape)]
@@ -268,7 +252,7 @@ class MaxPool2dGrad(GradOp):
         kh, kw = attrs["kernel"]
         oh, ow = dy.shape[2:]
         xp, pad = _pool_padded(x, attrs, oh, ow, -np.inf)
-        win = C.windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow))
+        win = windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow))
         first = win.reshape(*win.shape[:4], kh * kw).argmax(axis=-1)  # argmax takes the first maximum
         dxp = np.zeros(xp.shape)
         for i in range(kh):
@@ -285,21 +269,21 @@ class AvgPool2dGrad(GradOp):
 
     name = "avgpool2d_grad"
     operands = ("dy",)
-    attrs = (C.KERNEL, C.STRIDE, C.PAD, C.CEIL_MODE, Attr("count_include_pad", "bool", False), INPUT_HW)
-    traits = frozenset({"gradient", "pool"})
+    attrs = (KERNEL, STRIDE, PAD, CEIL_MODE, Attr("count_include_pad", "bool", False), INPUT_HW)
+    traits = (Gradient(),)
 
     def cost(self, ctx):
-        return [E.avgpool_grad(ctx.operands[0], ctx.results[0], ctx.attrs["kernel"][0] * ctx.attrs["kernel"][1])]
-
-    def emit_c(self, cop):
-        return GK.avgpool2d_grad(cop)
+        """Each δy, scaled by 1/window (one multiplication), is added into its window."""
+        dy, dx = ctx.operands[0], ctx.results[0]
+        kh, kw = ctx.attrs["kernel"]
+        return [stream("signal", BACKWARD, (dy,), (dx,), (ARITH + add_op(dx).times(kh * kw)).times(dy.numel))]
 
     def infer(self, types, attrs):
         dy = types[0]
         expect_signal(dy)
-        C.expect_rank(dy, 4, "signal")
+        expect_rank(dy, 4, "signal")
         x = TensorType(DType.f32, (dy.shape[0], dy.shape[1], *attrs["input_hw"]))
-        if tuple(dy.shape[2:]) != C.window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"]):
+        if tuple(dy.shape[2:]) != window_out_hw(x, attrs["kernel"], attrs, attrs["ceil_mode"]):
             raise TypeCheck(f"signal {dy} is not the pooled shape of an input of {attrs['input_hw']}")
         return [x]
 
@@ -312,8 +296,8 @@ class AvgPool2dGrad(GradOp):
         sh, sw = attrs["stride"]
         lo_h, hi_h = (-pt, h + pb) if attrs["count_include_pad"] else (0, h)
         lo_w, hi_w = (-pl, w + pr) if attrs["count_include_pad"] else (0, w)
-        count = np.outer(C._count_inside(oh, kh, sh, 1, -pt, lo_h, hi_h),
-                         C._count_inside(ow, kw, sw, 1, -pl, lo_w, hi_w))
+        count = np.outer(count_inside(oh, kh, sh, 1, -pt, lo_h, hi_h),
+                         count_inside(ow, kw, sw, 1, -pl, lo_w, hi_w))
         per = dy / count
         shell = np.zeros(dy.shape[:2] + (h, w))
         dxp, pad = _pool_padded(shell, attrs, oh, ow, 0.0)
@@ -331,18 +315,16 @@ class GlobalAvgPoolGrad(GradOp):
     name = "global_avgpool_grad"
     operands = ("dy",)
     attrs = (INPUT_HW,)
-    traits = frozenset({"gradient", "pool"})
+    traits = (Gradient(),)
 
     def cost(self, ctx):
-        return [E.global_avgpool_grad(ctx.operands[0], ctx.results[0])]
-
-    def emit_c(self, cop):
-        return GK.global_avgpool_grad(cop)
+        """One multiplication per element of δx."""
+        return signal_stream(ctx, ARITH)
 
     def infer(self, types, attrs):
         dy = types[0]
         expect_signal(dy)
-        C.expect_rank(dy, 4, "signal")
+        expect_rank(dy, 4, "signal")
         if tuple(dy.shape[2:]) != (1, 1):
             raise TypeCheck(f"signal {dy} must be [N, C, 1, 1]")
         return [TensorType(DType.f32, (dy.shape[0], dy.shape[1], *attrs["input_hw"]))]
@@ -351,81 +333,3 @@ class GlobalAvgPoolGrad(GradOp):
         h, w = attrs["input_hw"]
         dy = as_f64(args[0])
         return [as_f32(np.broadcast_to(dy / (h * w), dy.shape[:2] + (h, w)))]
-
-
-# --- normalisation ---------------------------------------------------------------------------
-
-
-def _bn_factor(scale, var, eps, ndim) -> np.ndarray:
-    shape = (1, -1) + (1,) * (ndim - 2)
-    return (as_f64(scale) / np.sqrt(as_f64(var) + eps)).reshape(shape)
-
-
-@register
-class BatchNormGradX(GradOp):
-    """Inference BatchNorm backward (statistics are constants): dx = dy · scale / sqrt(var + ε)."""
-
-    name = "batchnorm_grad_x"
-    operands = ("dy", "scale", "var")
-    attrs = (Attr("epsilon", "float", 1e-5),)
-    traits = frozenset({"gradient", "normalization"})
-
-    def cost(self, ctx):
-        dy, scale, var = ctx.operands
-        return [E.batchnorm_grad_x(dy, scale, var, ctx.results[0])]
-
-    def emit_c(self, cop):
-        _, scale, var = cop.ins
-        eps = GK.scalar_literal(float(cop.attrs["epsilon"]), "double")
-        return GK.channel_scale(cop, lambda c: f"((double){scale.load(c)} / sqrt((double){var.load(c)} + {eps}))")
-
-    def infer(self, types, attrs):
-        dy = types[0]
-        expect_signal(dy)
-        for name, t in zip(("scale", "var"), types[1:]):
-            C.channel_vector(t, dy.shape[1], name)
-        return [dy]
-
-    def evaluate(self, args, attrs):
-        dy, scale, var = args
-        return [as_f32(as_f64(dy) * _bn_factor(scale, var, attrs["epsilon"], dy.ndim))]
-
-
-@register
-class BatchNormGradScale(GradOp):
-    """dscale[c] = Σ over all axes but 1 of dy · (x - mean[c]) / sqrt(var[c] + ε)."""
-
-    name = "batchnorm_grad_scale"
-    operands = ("dy", "x", "mean", "var")
-    attrs = (Attr("epsilon", "float", 1e-5),)
-    traits = frozenset({"gradient", "normalization"})
-
-    def cost(self, ctx):
-        dy, x, mean, var = ctx.operands
-        return [E.batchnorm_grad_scale(dy, x, mean, var, ctx.results[0])]
-
-    def emit_c(self, cop):
-        dy, x, mean, var = cop.ins
-        eps = GK.scalar_literal(float(cop.attrs["epsilon"]), "double")
-
-        def value(idx):
-            c = [idx[1]]
-            xhat = f"(((double){x.load(idx)} - (double){mean.load(c)}) / sqrt((double){var.load(c)} + {eps}))"
-            return f"((double){dy.load(idx)} * {xhat})"
-
-        return GK.reduce_into(cop, dy, value, lambda idx: [idx[1]])
-
-    def infer(self, types, attrs):
-        dy, x = types[0], types[1]
-        expect_signal(dy)
-        expect_same_shape(dy, x, "signal and input")
-        for name, t in zip(("mean", "var"), types[2:]):
-            C.channel_vector(t, dy.shape[1], name)
-        return [TensorType(DType.f32, (dy.shape[1],))]
-
-    def evaluate(self, args, attrs):
-        dy, x, mean, var = (as_f64(a) for a in args)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + attrs["epsilon"])
-        others = tuple(a for a in range(x.ndim) if a != 1)
-        return [as_f32((dy * xhat).sum(axis=others))]

@@ -1,4 +1,4 @@
-"""Gradient ops: what the backward hooks emit (SPEC §3, docs/training.md).
+"""Gradient ops: what the backward hooks emit (docs/method.md §3, docs/training.md).
 
 Every signal is f32 with the shape of the value it is the gradient of, whatever that
 value's dtype (the gradient of a b1 activation is a real signal). b1 operands are read
@@ -11,6 +11,14 @@ are the same ops as the float gradients dx = dy·W and dW = dyᵀ·x, with ``sca
 (negative for xor) times the optional rescaling factor. Sums are accumulated in float64
 and rounded once to f32 (the reference value; see docs/training.md on determinism).
 
+Integer signals (docs/training.md, "Integer signals"): the layer gradients also take an
+integer signal dy (i8 or i16, from ``quantize_signal``) with its power-of-two scale as the
+operand ``dy_scale``, against b1 weights or inputs. Their sums are then integers, exact
+(float64 holds every such sum: |Σ| < 2^15 · K, far below 2^53; the C accumulates in int32
+when 2^15 · K < 2^31, else int64), and the result is f32(scale · (dy_scale · Σ)): one
+exact scaling by a power of two, one rounding in double, one to f32. The same on every
+machine.
+
 This file holds the gradients of the layers (linear, convolution, their bias) and of the
 threshold, the base class and helpers of every gradient op, and the helpers the layers'
 ``backward`` hooks share; float_grad_ops.py holds the gradients of the other float ops.
@@ -18,15 +26,41 @@ threshold, the base class and helpers of every gradient op, and the helpers the 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from boldc.backend import grad_kernels as GK
-from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType
-from boldc.ops import common as C
-from boldc.ops.registry import Attr, MustLower, NotDifferentiable, OpDef, TypeCheck, register
+from boldc.ir.works import (
+    ARITH,
+    BACKWARD,
+    INT,
+    CostContext,
+    Nothing,
+    TensorInfo,
+    Work,
+    add_op,
+    input_signal,
+    layer_geometry,
+    stream,
+    weight_signal,
+)
+from boldc.ops.common import (
+    DILATION,
+    GROUPS,
+    KERNEL,
+    PAD,
+    STRIDE,
+    channel_vector,
+    expect_dtype,
+    expect_rank,
+    expect_static,
+    matmul_in_order,
+    pad_nchw,
+    tanh_derivative,
+    window_out_hw,
+    windows,
+)
+from boldc.ops.registry import Attr, NotDifferentiable, OpDef, TypeCheck, register
+from boldc.ops.traits import Epilogue, FusionHead, Gradient, GradientSink, SideEffect
 
 SECOND_ORDER = NotDifferentiable("a gradient op; second derivatives are not supported")
 SCALE = Attr("scale", "float", 1.0, doc="factor applied to the result (-1 for xor, times the rescaling)")
@@ -46,7 +80,34 @@ def as_f32(x: np.ndarray) -> np.ndarray:
 
 
 def expect_signal(t: TensorType, what: str = "signal") -> None:
-    C.expect_dtype(t, "float", what)
+    expect_dtype(t, "float", what)
+
+
+def expect_signal_pair(types: list[TensorType], other: str) -> TensorType:
+    """The signal dy (operand 0) of a layer gradient with its optional ``dy_scale``
+    (operand 2): f32 without a scale, or an integer signal with its f32[] scale against b1
+    ``other`` (operand 1, the weights or the input). Returns dy."""
+    dy = types[0]
+    if dy.dtype.is_float:
+        if len(types) > 2:
+            raise TypeCheck("an f32 signal takes no dy_scale")
+        return dy
+    if dy.dtype not in (DType.i8, DType.i16):
+        raise TypeCheck(f"signal must be f32, i8 or i16, got {dy}")
+    if len(types) < 3 or types[2] != TensorType(DType.f32, ()):
+        got = types[2] if len(types) > 2 else "none"
+        raise TypeCheck(f"an integer signal needs its scale dy_scale (f32[]), got {got}")
+    if not types[1].dtype.is_bool:
+        raise TypeCheck(f"an integer signal is summed against b1 {other} (exact sums), got {types[1]}")
+    return dy
+
+
+def signal_result(total: np.ndarray, args: list[np.ndarray], attrs) -> np.ndarray:
+    """f32(scale · total), an integer signal's power-of-two ``dy_scale`` (operand 2) applied
+    to the exact sum first."""
+    if len(args) > 2:
+        total = total * np.float64(args[2])
+    return as_f32(attrs["scale"] * total)
 
 
 def expect_same_shape(a: TensorType, b: TensorType, what: str) -> None:
@@ -67,12 +128,9 @@ class ParamGrad(GradOp):
 
     name = "param_grad"
     operands = ("p", "g")
-    traits = frozenset({"side_effect", "gradient", "gradient_sink"})
+    traits = (SideEffect(), Gradient(), GradientSink())
 
-    cost = E.nothing("declares the gradient of a param; computes nothing (insert-optimizer replaces it)")
-
-    emit_c = MustLower("param_grad only hands gradients over: run insert-optimizer, which turns it into "
-                       "optimizer updates")
+    cost = Nothing("declares the gradient of a param; computes nothing (insert-optimizer replaces it)")
 
     def infer(self, types, attrs):
         p, g = types
@@ -92,103 +150,105 @@ class ParamGrad(GradOp):
 @register
 class LinearGradX(GradOp):
     """Input gradient of a linear layer: dx[..., i] = scale · Σ_j dy[..., j] · e(W[j, i])
-    (W f32, or b1 read as +-1: the input signal g of SPEC §3)."""
+    (W f32, or b1 read as +-1: the input signal g of docs/method.md §3). An f32 signal is
+    summed in double in j order (``common.matmul_in_order``), an integer one exactly."""
 
     name = "linear_grad_x"
-    operands = ("dy", "w")
+    operands = ("dy", "w", "dy_scale?")
     attrs = (SCALE,)
-    traits = frozenset({"gradient", "linear"})
+    traits = (Gradient(), FusionHead())
 
     def cost(self, ctx):
-        return E.grad_input_cost(ctx)
-
-    def emit_c(self, cop):
-        return GK.linear_grad_x(cop)
+        return grad_input_cost(ctx)
 
     def infer(self, types, attrs):
-        dy, w = types
-        expect_signal(dy)
-        C.expect_dtype(w, ("float", "bool"), "weights")
-        C.expect_rank(w, 2, "weights")
+        dy, w = expect_signal_pair(types, "weights"), types[1]
+        expect_dtype(w, ("float", "bool"), "weights")
+        expect_rank(w, 2, "weights")
         if dy.rank < 2 or dy.shape[-1] != w.shape[0]:
             raise TypeCheck(f"signal {dy} does not match weights {w} ([out, in])")
         return [TensorType(DType.f32, tuple(dy.shape[:-1]) + (w.shape[1],))]
 
     def evaluate(self, args, attrs):
-        dy, w = args
-        return [as_f32(attrs["scale"] * (as_f64(dy) @ as_f64(w)))]
+        dy, w = args[0], args[1]
+        lead = dy.shape[:-1]
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        total = as_f64(dy2) @ as_f64(w) if len(args) > 2 else matmul_in_order(as_f64(dy2), as_f64(w))
+        return [signal_result(total, args, attrs).reshape(lead + (w.shape[1],))]
 
 
 @register
 class LinearGradW(GradOp):
     """Weight gradient of a linear layer: dW[j, i] = scale · Σ_k dy[k, j] · e(x[k, i]), k over
-    all leading axes (x b1 read as +-1: the weight signal q of SPEC §3)."""
+    all leading axes (x b1 read as +-1: the weight signal q of docs/method.md §3). An f32
+    signal is summed in double in k order (``common.matmul_in_order``), an integer one exactly."""
 
     name = "linear_grad_w"
-    operands = ("dy", "x")
+    operands = ("dy", "x", "dy_scale?")
     attrs = (SCALE,)
-    traits = frozenset({"gradient", "linear"})
+    traits = (Gradient(), FusionHead())
 
     def cost(self, ctx):
-        return E.grad_weight_cost(ctx)
-
-    def emit_c(self, cop):
-        return GK.linear_grad_w(cop)
+        return grad_weight_cost(ctx)
 
     def infer(self, types, attrs):
-        dy, x = types
-        expect_signal(dy)
-        C.expect_dtype(x, ("float", "int", "bool"), "input")
+        dy, x = expect_signal_pair(types, "input"), types[1]
+        expect_dtype(x, ("float", "int", "bool"), "input")
         if dy.rank != x.rank or dy.rank < 2 or tuple(dy.shape[:-1]) != tuple(x.shape[:-1]):
             raise TypeCheck(f"signal {dy} and input {x} differ in their leading dimensions")
         return [TensorType(DType.f32, (dy.shape[-1], x.shape[-1]))]
 
     def evaluate(self, args, attrs):
-        dy, x = args
+        dy, x = args[0], args[1]
         dy2 = as_f64(dy).reshape(-1, dy.shape[-1])
         x2 = as_f64(x).reshape(-1, x.shape[-1])
-        return [as_f32(attrs["scale"] * (dy2.T @ x2))]
+        total = dy2.T @ x2 if len(args) > 2 else matmul_in_order(dy2.T, x2)
+        return [signal_result(total, args, attrs)]
 
 
 @register
 class ChannelSum(GradOp):
-    """Bias gradient: y[c] = Σ over every axis but ``axis`` of dy."""
+    """Bias gradient: y[c] = Σ over every axis but ``axis`` of dy (an integer signal: times
+    its power-of-two ``dy_scale``, the sum exact)."""
 
     name = "channel_sum"
-    operands = ("dy",)
+    operands = ("dy", "dy_scale?")
     attrs = (Attr("axis", "int", 1, doc="the channel axis (negative counts from the end)"),)
-    traits = frozenset({"gradient", "reduce"})
+    traits = (Gradient(),)
 
     def cost(self, ctx):
-        return [E.channel_sum(ctx.operands[0], ctx.results[0])]
-
-    def emit_c(self, cop):
-        dy = cop.ins[0]
-        axis = cop.attrs["axis"] % dy.rank
-        return GK.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", lambda idx: [idx[axis]])
+        """numel(dy) - C additions (the bias signal q0 = Σ_k z), at the accumulator's width."""
+        dy, out = ctx.operands[0], ctx.results[0]
+        adds = add_op(_accumulator(dy, out)).times(dy.numel - out.numel)
+        return [stream("bias signal", BACKWARD, ctx.operands, (out,), adds)]
 
     def infer(self, types, attrs):
         dy = types[0]
-        expect_signal(dy)
+        if dy.dtype.is_float and len(types) > 1:
+            raise TypeCheck("an f32 signal takes no dy_scale")
+        if not dy.dtype.is_float and (dy.dtype not in (DType.i8, DType.i16) or len(types) < 2
+                                      or types[1] != TensorType(DType.f32, ())):
+            raise TypeCheck(f"the signal must be f32, or i8/i16 with its scale dy_scale (f32[]), got {dy}")
         if not -dy.rank <= attrs["axis"] < dy.rank:
             raise TypeCheck(f"axis {attrs['axis']} out of range for {dy}")
-        return [TensorType(DType.f32, (C.expect_static(dy.shape[attrs["axis"]], "channel count"),))]
+        return [TensorType(DType.f32, (expect_static(dy.shape[attrs["axis"]], "channel count"),))]
 
     def evaluate(self, args, attrs):
         dy = args[0]
         axis = attrs["axis"] % dy.ndim
         others = tuple(a for a in range(dy.ndim) if a != axis)
-        return [as_f32(as_f64(dy).sum(axis=others))]
+        total = as_f64(dy).sum(axis=others)
+        return [as_f32(total * np.float64(args[1]) if len(args) > 1 else total)]
 
 
 # --- convolutions -----------------------------------------------------------------------
 
-_CONV_ATTRS = (C.STRIDE, C.PAD, C.DILATION, C.GROUPS, SCALE)
+_CONV_ATTRS = (STRIDE, PAD, DILATION, GROUPS, SCALE)
 
 
 def _conv_geometry(attrs, hw, kernel) -> tuple[int, int]:
     """Forward output (OH, OW) of an [H, W] input."""
-    return C.window_out_hw(TensorType(DType.f32, (1, 1, hw[0], hw[1])), kernel, attrs)
+    return window_out_hw(TensorType(DType.f32, (1, 1, hw[0], hw[1])), kernel, attrs)
 
 
 @register
@@ -199,22 +259,18 @@ class Conv2dGradX(GradOp):
     are not inputs and receive nothing."""
 
     name = "conv2d_grad_x"
-    operands = ("dy", "w")
+    operands = ("dy", "w", "dy_scale?")
     attrs = _CONV_ATTRS + (INPUT_HW,)
-    traits = frozenset({"gradient", "conv"})
+    traits = (Gradient(), FusionHead())
 
     def cost(self, ctx):
-        return E.grad_input_cost(ctx)
-
-    def emit_c(self, cop):
-        return GK.conv2d_grad_x(cop)
+        return grad_input_cost(ctx)
 
     def infer(self, types, attrs):
-        dy, w = types
-        expect_signal(dy)
-        C.expect_rank(dy, 4, "signal")
-        C.expect_dtype(w, ("float", "bool"), "weights")
-        C.expect_rank(w, 4, "weights")
+        dy, w = expect_signal_pair(types, "weights"), types[1]
+        expect_rank(dy, 4, "signal")
+        expect_dtype(w, ("float", "bool"), "weights")
+        expect_rank(w, 4, "weights")
         m, cg, kh, kw = w.shape
         g = attrs["groups"]
         if g < 1 or m % g or dy.shape[1] != m:
@@ -242,7 +298,7 @@ class Conv2dGradX(GradOp):
                     part = np.tensordot(dyg, w[gi * mg:(gi + 1) * mg, :, i, j], axes=([1], [0]))
                     dxp[:, gi * cg:(gi + 1) * cg, i * dh:i * dh + sh * (oh - 1) + 1:sh,
                         j * dw:j * dw + sw * (ow - 1) + 1:sw] += part.transpose(0, 3, 1, 2)
-        return [as_f32(attrs["scale"] * dxp[:, :, pt:pt + h, pl:pl + wd])]
+        return [signal_result(dxp[:, :, pt:pt + h, pl:pl + wd], args, attrs)]
 
 
 @register
@@ -252,28 +308,24 @@ class Conv2dGradW(GradOp):
     where xp is x padded with ``pad_value`` (0, or -1 for the F bits of pad_mode "false")."""
 
     name = "conv2d_grad_w"
-    operands = ("dy", "x")
-    attrs = _CONV_ATTRS + (C.KERNEL, Attr("pad_value", "float", 0.0, doc="e(x) at padded positions"))
-    traits = frozenset({"gradient", "conv"})
+    operands = ("dy", "x", "dy_scale?")
+    attrs = _CONV_ATTRS + (KERNEL, Attr("pad_value", "float", 0.0, doc="e(x) at padded positions"))
+    traits = (Gradient(), FusionHead())
 
     def cost(self, ctx):
-        return E.grad_weight_cost(ctx)
-
-    def emit_c(self, cop):
-        return GK.conv2d_grad_w(cop)
+        return grad_weight_cost(ctx)
 
     def infer(self, types, attrs):
-        dy, x = types
-        expect_signal(dy)
-        C.expect_rank(dy, 4, "signal")
-        C.expect_dtype(x, ("float", "int", "bool"), "input")
-        C.expect_rank(x, 4, "input")
+        dy, x = expect_signal_pair(types, "input"), types[1]
+        expect_rank(dy, 4, "signal")
+        expect_dtype(x, ("float", "int", "bool"), "input")
+        expect_rank(x, 4, "input")
         g = attrs["groups"]
-        c = C.expect_static(x.shape[1], "input channels")
-        m = C.expect_static(dy.shape[1], "signal channels")
+        c = expect_static(x.shape[1], "input channels")
+        m = expect_static(dy.shape[1], "signal channels")
         if g < 1 or c % g or m % g:
             raise TypeCheck(f"groups={g} must divide input channels {c} and output channels {m}")
-        if dy.shape[0] != x.shape[0] or (dy.shape[2], dy.shape[3]) != C.window_out_hw(x, attrs["kernel"], attrs):
+        if dy.shape[0] != x.shape[0] or (dy.shape[2], dy.shape[3]) != window_out_hw(x, attrs["kernel"], attrs):
             raise TypeCheck(f"signal {dy} is not the output of a convolution of {x}")
         return [TensorType(DType.f32, (m, c // g, *attrs["kernel"]))]
 
@@ -283,14 +335,14 @@ class Conv2dGradW(GradOp):
         c = x.shape[1]
         g = attrs["groups"]
         kh, kw = attrs["kernel"]
-        xp = C.pad_nchw(x, attrs["pad"], attrs["pad_value"])
-        win = C.windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], dy.shape[2:])
+        xp = pad_nchw(x, attrs["pad"], attrs["pad_value"])
+        win = windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], dy.shape[2:])
         mg, cg = m // g, c // g
         out = np.empty((m, cg, kh, kw))
         for gi in range(g):
             out[gi * mg:(gi + 1) * mg] = np.tensordot(dy[:, gi * mg:(gi + 1) * mg], win[:, gi * cg:(gi + 1) * cg],
                                                       axes=([0, 2, 3], [0, 2, 3]))
-        return [as_f32(attrs["scale"] * out)]
+        return [signal_result(out, args, attrs)]
 
 
 # --- threshold ------------------------------------------------------------------------------
@@ -298,9 +350,10 @@ class Conv2dGradW(GradOp):
 
 @register
 class ThresholdGrad(GradOp):
-    """Backward of the threshold activation (SPEC §3), u = alpha · (x - τ):
+    """Backward of the threshold activation (docs/method.md §3), u = alpha · (x - τ):
 
-    - ``tanh`` (default): dx = dy · (1 - tanh²(u));
+    - ``tanh`` (default): dx = dy · (1 - tanh²(u)), computed as 4t/(1+t)², t = e^(-2|u|)
+      with ``common.exp_fixed`` (the same bits in the C);
     - ``box`` (straight-through): dx = dy · 1{|u| <= 1};
     - ``bireal`` (derivative of Bi-Real's ApproxSign): dx = dy · max(0, 2 - 2|u|).
 
@@ -312,24 +365,25 @@ class ThresholdGrad(GradOp):
     attrs = (Attr("mode", "str", "tanh", choices=THRESHOLD_MODES),
              Attr("alpha", "float", doc="scale of the surrogate derivative, π/(2√(3m)) by default"),
              Attr("tau", "number", 0, doc="scalar threshold when no tau operand is given"))
-    traits = frozenset({"gradient", "elementwise"})
+    traits = (Gradient(), Epilogue(chain=("dy",)))
 
     def cost(self, ctx):
+        """Per element one subtraction x - τ at x's kind, the derivative by table lookup on
+        the integer difference (not charged), and one multiplication by δy; reads δy, x
+        and the per-channel τ / ge."""
         dy, x, *extras = ctx.operands
-        return [E.threshold_grad(dy, x, extras, ctx.results[0])]
-
-    def emit_c(self, cop):
-        return GK.threshold_grad(cop)
+        dx = ctx.results[0]
+        return [stream("signal", BACKWARD, (dy, x, *extras), (dx,), (add_op(x) + ARITH).times(dx.numel))]
 
     def infer(self, types, attrs):
         dy, x = types[0], types[1]
         expect_signal(dy)
-        C.expect_dtype(x, ("float", "int"), "pre-activation")
+        expect_dtype(x, ("float", "int"), "pre-activation")
         expect_same_shape(dy, x, "signal and pre-activation")
         if len(types) > 2:
-            C.channel_vector(types[2], x.shape[1], "tau", ("float", "int"))
+            channel_vector(types[2], x.shape[1], "tau", ("float", "int"))
         if len(types) > 3:
-            C.channel_vector(types[3], x.shape[1], "ge", "bool")
+            channel_vector(types[3], x.shape[1], "ge", "bool")
         return [dy]
 
     def evaluate(self, args, attrs):
@@ -338,7 +392,7 @@ class ThresholdGrad(GradOp):
         tau = as_f64(args[2]).reshape(shape) if len(args) > 2 else float(attrs["tau"])
         u = attrs["alpha"] * (x - tau)
         if attrs["mode"] == "tanh":
-            d = 1.0 - np.tanh(u) ** 2
+            d = tanh_derivative(u)
         elif attrs["mode"] == "box":
             d = (np.abs(u) <= 1.0).astype(np.float64)
         else:
@@ -348,149 +402,30 @@ class ThresholdGrad(GradOp):
         return [as_f32(dy * d)]
 
 
-# --- shapes: broadcasts and slices (the gradients of broadcasting, concat and pad) -------
+# --- helpers for the cost and backward hooks of the layers ------------------------------------
 
 
-@register
-class SumTo(GradOp):
-    """Gradient of a broadcast: dy summed over the axes along which an operand of ``shape``
-    was broadcast (numpy rules), giving that shape."""
-
-    name = "sum_to"
-    operands = ("dy",)
-    attrs = (Attr("shape", "shape"),)
-    traits = frozenset({"gradient", "reduce"})
-
-    def cost(self, ctx):
-        return [E.sum_to(ctx.operands[0], ctx.results[0])]
-
-    def emit_c(self, cop):
-        dy = cop.ins[0]
-        return GK.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", GK.broadcast_index(dy, cop.out.shape))
-
-    def infer(self, types, attrs):
-        dy = types[0]
-        expect_signal(dy)
-        target = tuple(attrs["shape"])
-        if len(target) > dy.rank:
-            raise TypeCheck(f"cannot sum {dy} to a shape of higher rank {list(target)}")
-        for d, t in zip(dy.shape[dy.rank - len(target):], target):
-            if t != 1 and t != d:
-                raise TypeCheck(f"{dy} was not broadcast from {list(target)}")
-        return [TensorType(DType.f32, target)]
-
-    def evaluate(self, args, attrs):
-        dy = as_f64(args[0])
-        target = tuple(attrs["shape"])
-        lead = dy.ndim - len(target)
-        axes = tuple(range(lead)) + tuple(lead + i for i, t in enumerate(target) if t == 1 and dy.shape[lead + i] != 1)
-        return [as_f32(dy.sum(axis=axes).reshape(target))]
+INTEGER_ACCUMULATOR_BITS = 32  # the exact sums of an integer signal, as the energy model charges them
 
 
-@register
-class SliceAxis(GradOp):
-    """y = x[..., start:stop, ...] along ``axis`` (the gradient of concat for one input)."""
-
-    name = "slice_axis"
-    operands = ("x",)
-    attrs = (Attr("axis", "int"), Attr("start", "int"), Attr("stop", "int"))
-    traits = frozenset({"gradient", "shape"})
-
-    def cost(self, ctx):
-        """A copy of the kept elements."""
-        x, y = ctx.operands[0], ctx.results[0]
-        return [E.copy(x.with_shape(y.shape), y, "signal", E.BACKWARD)]
-
-    def emit_c(self, cop):
-        return GK.slice_axis(cop)
-
-    def infer(self, types, attrs):
-        x = types[0]
-        axis = attrs["axis"] % x.rank if -x.rank <= attrs["axis"] < x.rank else None
-        if axis is None:
-            raise TypeCheck(f"axis {attrs['axis']} out of range for {x}")
-        size = C.expect_static(x.shape[axis], "sliced dimension")
-        if not 0 <= attrs["start"] < attrs["stop"] <= size:
-            raise TypeCheck(f"slice [{attrs['start']}, {attrs['stop']}) out of range for size {size}")
-        shape = list(x.shape)
-        shape[axis] = attrs["stop"] - attrs["start"]
-        return [x.with_shape(shape)]
-
-    def evaluate(self, args, attrs):
-        x = args[0]
-        index = [slice(None)] * x.ndim
-        index[attrs["axis"]] = slice(attrs["start"], attrs["stop"])
-        return [np.ascontiguousarray(x[tuple(index)])]
+def _accumulator(dy: TensorInfo, out: TensorInfo) -> TensorInfo:
+    """Where a layer gradient's products add up: an integer signal's in 32-bit integers
+    (exact; the C uses 64 bits where the bound needs it), an f32 signal's in the result."""
+    return TensorInfo(out.shape, INTEGER_ACCUMULATOR_BITS, INT) if dy.kind == INT else out
 
 
-# --- helpers for the backward hooks of the layers ------------------------------------------
+def grad_input_cost(ctx: CostContext) -> list[Work]:
+    """The input signal dx of a layer (operands dy, W, dy_scale?; result dx): a convolution
+    whose additions need no multiplication when W is b1 (g = Σ_j z·e(W)); the scale of an
+    integer signal is read once."""
+    dy, w, *extra = ctx.operands
+    dx = ctx.results[0]
+    return [input_signal(layer_geometry(dx, w, dy, ctx.attrs), dy, w, dx, _accumulator(dy, dx), tuple(extra))]
 
 
-def layer_backward(ctx, op, dy, sign: float = 1.0, rescale: float = 1.0, pad_value: float = 0.0) -> list:
-    """Gradients of a linear or convolution layer ``y = layer(x, w, bias?)`` with the signal
-    ``dy``: input signal (scaled by ``sign·rescale``), weight signal (scaled by ``sign``) and
-    bias signal (channel sums, unscaled: the bias enters as e(w0) or b)."""
-    x, w = op.operands[0], op.operands[1]
-    conv = w.type.rank == 4
-    geometry = {k: op.attrs[k] for k in ("stride", "pad", "dilation", "groups")} if conv else {}
-    grads = [None] * len(op.operands)
-    if ctx.needs[0]:
-        attrs = {**geometry, "scale": sign * rescale}
-        if conv:
-            attrs["input_hw"] = [C.expect_static(d, "input size") for d in x.type.shape[2:]]
-        grads[0] = ctx.op("conv2d_grad_x" if conv else "linear_grad_x", [dy, w], attrs, grad_of=x)
-    if ctx.needs[1]:
-        attrs = {**geometry, "scale": sign}
-        if conv:
-            attrs.update(kernel=list(w.type.shape[2:]), pad_value=pad_value)
-        grads[1] = ctx.op("conv2d_grad_w" if conv else "linear_grad_w", [dy, x], attrs, grad_of=w)
-    if len(op.operands) > 2 and ctx.needs[2]:
-        grads[2] = ctx.op("channel_sum", [dy], {"axis": 1 if conv else -1}, grad_of=op.operands[2])
-    return grads
-
-
-def layer_fan_in(op) -> int:
-    """m of SPEC §3 for a linear ([out, in]) or convolution ([M, C/g, kh, kw]) layer."""
-    return math.prod(op.operands[1].type.shape[1:])
-
-
-def rescale_factor(op) -> float:
-    """SPEC §3's optional input-signal rescaling: √(2/m_out) for a linear layer,
-    √(2·s/(c_out·kh·kw)) for a convolution (s = √(sh·sw), the stride of a square kernel)."""
-    w = op.operands[1].type.shape
-    if len(w) == 2:
-        return math.sqrt(2.0 / w[0])
-    s = math.sqrt(op.attrs["stride"][0] * op.attrs["stride"][1])
-    return math.sqrt(2.0 * s / (w[0] * w[2] * w[3]))
-
-
-def threshold_backward(ctx, op, dy, extra_operands, tau) -> object:
-    """The threshold rule (SPEC §3) for the pre-activation ``op.operands[0]``."""
-    s = op.operands[0]
-    alpha = ctx.options["alpha"]
-    if not alpha:
-        m = ctx.fan_in(s)
-        if m is None:
-            raise ctx.error(op, f"cannot find the fan-in of %{s.name} (no layer produces it); "
-                                "give autodiff the option alpha")
-        alpha = math.pi / (2.0 * math.sqrt(3.0 * m))
-    attrs = {"mode": ctx.options["threshold-grad"], "alpha": float(alpha), "tau": tau}
-    return ctx.op("threshold_grad", [dy, s, *extra_operands], attrs, grad_of=s)
-
-
-def spatial(x) -> list[int]:
-    """[H, W] of an NCHW value (static)."""
-    return [C.expect_static(d, "spatial size") for d in x.type.shape[2:]]
-
-
-def maxpool_backward(ctx, op, dy):
-    x = op.operands[0]
-    attrs = {k: op.attrs[k] for k in ("kernel", "stride", "pad", "dilation", "ceil_mode")}
-    return ctx.op("maxpool2d_grad", [dy, x], attrs, grad_of=x)
-
-
-def sum_to_operand(ctx, dy, operand):
-    """dy itself, or dy summed to the shape of an operand that was broadcast."""
-    if tuple(operand.type.shape) == tuple(dy.type.shape):
-        return dy
-    return ctx.op("sum_to", [dy], {"shape": list(operand.type.shape)}, grad_of=operand)
+def grad_weight_cost(ctx: CostContext) -> list[Work]:
+    """The weight signal dW of a layer (operands dy, x, dy_scale?; result dW): a convolution
+    of x with dy (q = Σ_k z·e(x)); the scale of an integer signal is read once."""
+    dy, x, *extra = ctx.operands
+    dw = ctx.results[0]
+    return [weight_signal(layer_geometry(x, dw, dy, ctx.attrs), dy, x, dw, _accumulator(dy, dw), tuple(extra))]

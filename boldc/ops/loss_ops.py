@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from boldc.backend import grad_kernels as GK
-from boldc.energymodel import works as E
 from boldc.errors import InterpretError
 from boldc.ir.types import DType, TensorType
-from boldc.ops import common as C
+from boldc.ir.works import ARITH, BACKWARD, FORWARD, stream
+from boldc.ops.common import exp_fixed, expect_dtype, expect_rank
 from boldc.ops.grad_ops import SECOND_ORDER
-from boldc.ops.registry import Attr, OpDef, TypeCheck, register
+from boldc.ops.registry import Attr, OpDef, TypeCheck, lookup, register
+from boldc.ops.traits import Gradient, Loss
 
 REDUCTION = Attr("reduction", "str", "mean", choices=("mean", "sum"),
                  doc='"mean": averaged over the batch (and, for mse/l1, over all elements); "sum": summed')
@@ -25,20 +25,16 @@ SCALAR = TensorType(DType.f32, ())
 
 
 class LossOp(OpDef):
-    """Base of the losses: operands (prediction, target); trait "loss"."""
+    """Base of the losses: operands (prediction, target), the trait Loss (its gradient op)
+    and ``target_type(pred)`` in each loss."""
 
     operands = ("pred", "target")
     attrs = (REDUCTION,)
-    traits = frozenset({"loss"})
     nondiff_operands = ("target",)
-    grad_op: str
-
-    def target_type(self, pred: TensorType) -> TensorType:
-        raise NotImplementedError
 
     def infer(self, types, attrs):
         pred, target = types
-        C.expect_dtype(pred, "float", "prediction")
+        expect_dtype(pred, "float", "prediction")
         want = self.target_type(pred)
         if target.dtype.is_int and want.dtype.is_int and target.shape == want.shape:
             return [SCALAR]
@@ -50,7 +46,7 @@ class LossOp(OpDef):
         if dys[0] is not None:
             raise ctx.error(op, "a loss must be the root of @train_step (its gradient is the seed 1)")
         pred = op.operands[0]
-        return [ctx.op(self.grad_op, list(op.operands), dict(op.attrs), grad_of=pred), None]
+        return [ctx.op(self.trait(Loss).grad_op, list(op.operands), dict(op.attrs), grad_of=pred), None]
 
 
 class LossGrad(OpDef):
@@ -58,13 +54,19 @@ class LossGrad(OpDef):
 
     operands = ("pred", "target")
     attrs = (REDUCTION,)
-    traits = frozenset({"gradient", "loss"})
+    traits = (Gradient(),)
     backward = SECOND_ORDER
     loss: str
 
-    def infer(self, types, attrs):
-        from boldc.ops.registry import lookup
+    per_element_ops: int  # arithmetic operations per element of the prediction
 
+    def cost(self, ctx):
+        """``per_element_ops`` arithmetic operations per element of the prediction."""
+        pred, target = ctx.operands
+        ops = ARITH.times(self.per_element_ops * pred.numel)
+        return [stream("loss signal", BACKWARD, (pred, target), ctx.results, ops)]
+
+    def infer(self, types, attrs):
         lookup(self.loss).infer(types, attrs)
         return [types[0]]
 
@@ -93,17 +95,15 @@ class SoftmaxXent(LossOp):
     loss = Σ_k (log Σ_c exp(z[k, c]) - z[k, y_k]), divided by N for reduction "mean"."""
 
     name = "softmax_xent"
-    grad_op = "softmax_xent_grad"
+    traits = (Loss("softmax_xent_grad"),)
 
     def cost(self, ctx):
         """Per element of pred: softmax (5 operations) and the log-likelihood term (1)."""
-        return [E.loss(*ctx.operands, ctx.results[0], 6)]
-
-    def emit_c(self, cop):
-        return GK.softmax_xent(cop, grad=False)
+        pred, target = ctx.operands
+        return [stream("loss", FORWARD, (pred, target), ctx.results, ARITH.times(6 * pred.numel))]
 
     def target_type(self, pred):
-        C.expect_rank(pred, 2, "logits")
+        expect_rank(pred, 2, "logits")
         return TensorType(DType.i32, (pred.shape[0],))
 
     def evaluate(self, args, attrs):
@@ -116,25 +116,28 @@ class SoftmaxXent(LossOp):
 
 @register
 class SoftmaxXentGrad(LossGrad):
-    """dz[k, c] = softmax(z[k])[c] - 1{c = y_k}, divided by N for reduction "mean"."""
+    """dz[k, c] = p[k, c] - 1{c = y_k}, divided by N for reduction "mean", with the softmax
+    p[k, c] = e_c / Σ_c' e_c', e_c = exp(z[k, c] - max_c z[k, c]) (``common.exp_fixed``,
+    the sum in class order): every step an exactly rounded double operation, so the C
+    gives the same bits (this signal reaches the integer signals of the layers below)."""
 
     name = "softmax_xent_grad"
     loss = "softmax_xent"
 
-    def cost(self, ctx):
-        """Per element: softmax (5), minus the one-hot target (1), the reduction's scale (1)."""
-        return [E.loss_grad(*ctx.operands, ctx.results[0], 7)]
-
-    def emit_c(self, cop):
-        return GK.softmax_xent(cop, grad=True)
+    per_element_ops = 7  # Per element: softmax (5), minus the one-hot target (1), the reduction's scale (1).
 
     def evaluate(self, args, attrs):
         z, y = args
         labels = _labels(z, y)
-        g = np.exp(_log_softmax(z))
+        z = z.astype(np.float64)
+        e = exp_fixed(z - z.max(axis=1, keepdims=True))
+        total = np.zeros(e.shape[:1])
+        for c in range(e.shape[1]):  # in class order, as the C sums
+            total = total + e[:, c]
+        g = e / total[:, None]
         g[np.arange(len(labels)), labels] -= 1.0
         if attrs["reduction"] == "mean":
-            g /= len(labels)
+            g = g / float(len(labels))
         return [g.astype(np.float32)]
 
 
@@ -164,14 +167,12 @@ class MSE(_ElementwiseLoss):
     """Mean squared error: loss = Σ (p - t)², divided by the number of elements for "mean"."""
 
     name = "mse"
-    grad_op = "mse_grad"
+    traits = (Loss("mse_grad"),)
 
     def cost(self, ctx):
         """Per element: difference, square, sum (3)."""
-        return [E.loss(*ctx.operands, ctx.results[0], 3)]
-
-    def emit_c(self, cop):
-        return GK.elementwise_loss(cop, lambda d: f"{d} * {d}")
+        pred, target = ctx.operands
+        return [stream("loss", FORWARD, (pred, target), ctx.results, ARITH.times(3 * pred.numel))]
 
     def per_element(self, d):
         return d * d
@@ -184,12 +185,7 @@ class MSEGrad(_ElementwiseLossGrad):
     name = "mse_grad"
     loss = "mse"
 
-    def cost(self, ctx):
-        """Per element: difference and scale (2)."""
-        return [E.loss_grad(*ctx.operands, ctx.results[0], 2)]
-
-    def emit_c(self, cop):
-        return GK.elementwise_loss_grad(cop, lambda d: f"2.0 * {d}")
+    per_element_ops = 2  # Per element: difference and scale (2).
 
     def derivative(self, d):
         return 2.0 * d
@@ -200,14 +196,12 @@ class L1(_ElementwiseLoss):
     """Absolute error: loss = Σ |p - t|, divided by the number of elements for "mean"."""
 
     name = "l1"
-    grad_op = "l1_grad"
+    traits = (Loss("l1_grad"),)
 
     def cost(self, ctx):
         """Per element: difference, absolute value, sum (3)."""
-        return [E.loss(*ctx.operands, ctx.results[0], 3)]
-
-    def emit_c(self, cop):
-        return GK.elementwise_loss(cop, lambda d: f"fabs({d})")
+        pred, target = ctx.operands
+        return [stream("loss", FORWARD, (pred, target), ctx.results, ARITH.times(3 * pred.numel))]
 
     def per_element(self, d):
         return np.abs(d)
@@ -220,12 +214,7 @@ class L1Grad(_ElementwiseLossGrad):
     name = "l1_grad"
     loss = "l1"
 
-    def cost(self, ctx):
-        """Per element: difference and scaled sign (2)."""
-        return [E.loss_grad(*ctx.operands, ctx.results[0], 2)]
-
-    def emit_c(self, cop):
-        return GK.elementwise_loss_grad(cop, lambda d: f"({d} > 0.0 ? 1.0 : ({d} < 0.0 ? -1.0 : 0.0))")
+    per_element_ops = 2  # Per element: difference and scaled sign (2).
 
     def derivative(self, d):
         return np.sign(d)

@@ -1,4 +1,4 @@
-"""Optimizer ops: learning-rate schedules and parameter updates (SPEC §4, docs/training.md).
+"""Optimizer ops: learning-rate schedules and parameter updates (docs/method.md §4, docs/training.md).
 
 Update ops have no results; they declare the params they overwrite (``updates``) and
 ``evaluate`` returns the new values. The interpreter commits every update of a step
@@ -17,11 +17,11 @@ import math
 
 import numpy as np
 
-from boldc.backend import grad_kernels as GK
-from boldc.energymodel import works as E
 from boldc.ir.types import DType, TensorType
-from boldc.ops import common as C
+from boldc.ir.works import ARITH, LOGIC, UPDATE, add_op, stream
+from boldc.ops.common import expect_dtype
 from boldc.ops.registry import Attr, NotDifferentiable, OpDef, TypeCheck, register
+from boldc.ops.traits import Boolean, Optimizer, SideEffect
 
 NOT_DIFFERENTIABLE = NotDifferentiable("an optimizer op")
 SCHEDULES = ("constant", "cosine", "poly")
@@ -69,14 +69,12 @@ class LrSchedule(OptimOp):
              Attr("total_steps", "int", 0, doc="T; required by cosine and poly"),
              Attr("final", "float", 0.0, doc="η at t >= T"),
              Attr("power", "float", 1.0, doc="exponent of the poly schedule"))
-    traits = frozenset({"optimizer"})
+    traits = (Optimizer(),)
     backward = NOT_DIFFERENTIABLE
 
     def cost(self, ctx):
-        return [E.schedule(ctx.operands[0], ctx.results[0])]
-
-    def emit_c(self, cop):
-        return GK.lr_schedule(cop)
+        """A scalar formula (cosine, power) on the step counter, charged 10 arithmetic operations."""
+        return [stream("schedule", UPDATE, ctx.operands, ctx.results, ARITH.times(10))]
 
     @classmethod
     def check_attrs(cls, attrs):
@@ -93,45 +91,97 @@ class LrSchedule(OptimOp):
         return [np.array(eta, dtype=np.float32)]
 
 
+ACCUMULATORS = ("f32", "i16")
+DEFAULT_M_STEP = 2.0 ** -10  # one unit of an i16 accumulator: |M| up to 32 in steps of 1/1024
+I16_LIMIT = 32767
+
+
+def m_step_problem(step, name: str = "m_step") -> str | None:
+    """Why ``step`` cannot be the unit of an i16 accumulator, or None: a power of two, at
+    most 1/2, and at least 2^-14 so that the largest stored value, 32767 units, reaches the
+    flip threshold |M| >= 1 (with 2^-15 it never would: no weight could flip)."""
+    if not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        return f"{name} {step} must be a power of two in [2^-14, 1/2]"
+    mantissa, _ = math.frexp(step)
+    if mantissa != 0.5 or not 2.0 ** -14 <= step <= 0.5:
+        return f"{name} {step} must be a power of two in [2^-14, 1/2]"
+    return None
+
+
 @register
 class FlipUpdate(OptimOp):
-    """The Boolean optimizer step of SPEC §4 for a b1 param W with accumulator M, scalar β,
-    weight signal q and learning rate η:
+    """The Boolean optimizer step of docs/method.md §4 for a b1 param W with accumulator M,
+    scalar β, weight signal q and learning rate η:
 
         M <- fl(fl(β·M) + fl(η·q))
         flip = M·e(W) >= 1;   W <- ¬W and M <- 0 where flip
-        β <- fl32(kept / numel)      (kept = number of entries not flipped; double division)"""
+        β <- fl32(kept / numel)      (kept = number of entries not flipped; double division)
+
+    M is f32, or i16 fixed point (docs/training.md, "Accumulator storage"): M = m · ``m_step``
+    (a power of two); the new M is rounded to the nearest multiple of m_step (half to even)
+    and saturated at ±32767 steps, the flip decided on the stored value, and the entries
+    that saturated this step added to the counter ``saturated`` (i32[], saturating)."""
 
     name = "flip_update"
-    operands = ("w", "m", "beta", "q", "eta")
-    updates = ("w", "m", "beta")
-    traits = frozenset({"side_effect", "optimizer", "boolean"})
+    operands = ("w", "m", "beta", "q", "eta", "saturated?")
+    updates = ("w", "m", "beta", "saturated")
+    attrs = (Attr("m_step", "float", DEFAULT_M_STEP, doc="value of one unit of an i16 accumulator"),)
+    traits = (SideEffect(), Optimizer(), Boolean())
 
     def cost(self, ctx):
-        """SPEC §4 on W; the accumulator M is charged at the signal width."""
-        w, m, beta, q, eta = ctx.operands
-        return [E.flip_update(w, ctx.signal_like(m), q, (beta, eta))]
+        """Per element of W: M <- β·M + η·q: two multiplications and one addition at M's
+        width; flip = M·e(W) >= 1: one conditional negation and one comparison; W <- ¬W and
+        M <- 0 where flip: one logic operation each; counting the kept entries for β: an
+        adder tree over the flip bits, below 3 logic operations per bit (Σ_k (2k-1)/2^k = 3)."""
+        w, m, beta, q, eta = ctx.operands[:5]
+        per = ARITH.times(2) + add_op(m) + LOGIC + add_op(m) + LOGIC.times(2) + LOGIC.times(3)
+        return [stream("update", UPDATE, ctx.operands, (w, m, beta, *ctx.operands[5:]), per.times(w.numel))]
 
-    def emit_c(self, cop):
-        return GK.flip_update(cop)
+    @classmethod
+    def check_attrs(cls, attrs):
+        problem = m_step_problem(attrs["m_step"])
+        if problem:
+            raise TypeCheck(problem)
 
     def infer(self, types, attrs):
-        w, m, beta, q, eta = types
-        C.expect_dtype(w, "bool", "weights")
-        _same(m, w, DType.f32, "accumulator")
+        w, m, beta, q, eta = types[:5]
+        expect_dtype(w, "bool", "weights")
+        if m.dtype is DType.i16:
+            _same(m, w, DType.i16, "accumulator")
+            if len(types) < 6 or types[5] != I32_SCALAR:
+                raise TypeCheck("an i16 accumulator needs the saturation counter (i32[]) as operand 6")
+        else:
+            _same(m, w, DType.f32, "accumulator")
+            if len(types) > 5:
+                raise TypeCheck("an f32 accumulator has no saturation counter")
         _same(q, w, DType.f32, "weight signal")
         _expect(beta, F32_SCALAR, "beta")
         _expect(eta, F32_SCALAR, "learning rate")
         return []
 
     def evaluate(self, args, attrs):
-        w, m, beta, q, eta = args
+        w, m, beta, q, eta = args[:5]
         f32 = np.float32
-        acc = (f32(beta) * m).astype(f32) + (f32(eta) * q).astype(f32)
-        flip = np.where(w, acc >= f32(1), acc <= f32(-1))
+        fixed = m.dtype == np.int16
+        step = f32(attrs["m_step"])
+        current = (m.astype(f32) * step).astype(f32) if fixed else m  # exact: a power of two
+        acc = (f32(beta) * current).astype(f32) + (f32(eta) * q).astype(f32)
+        if fixed:
+            units = np.rint(acc.astype(np.float64) / float(step))  # exact scaling, then half to even
+            saturated = int(np.count_nonzero(np.abs(units) > I16_LIMIT))
+            units = np.clip(units, -I16_LIMIT, I16_LIMIT)
+            one = 1.0 / float(step)
+            flip = np.where(w, units >= one, units <= -one)
+            new_m = np.where(flip, 0, units).astype(np.int16)
+        else:
+            flip = np.where(w, acc >= f32(1), acc <= f32(-1))
+            new_m = np.where(flip, f32(0), acc).astype(f32)
         kept = int(flip.size - np.count_nonzero(flip))
         new_beta = np.array(kept / flip.size if flip.size else 1.0, dtype=f32)
-        return [w ^ flip, np.where(flip, f32(0), acc).astype(f32), new_beta]
+        out = [w ^ flip, new_m, new_beta]
+        if fixed:
+            out.append(np.array(min(int(args[5]) + saturated, 2**31 - 1), dtype=np.int32))
+        return out
 
 
 @register
@@ -149,18 +199,18 @@ class AdamUpdate(OptimOp):
     updates = ("p", "m", "v")
     attrs = (Attr("beta1", "float", 0.9), Attr("beta2", "float", 0.999), Attr("eps", "float", 1e-8),
              Attr("weight_decay", "float", 0.0, doc="L2 penalty added to g (as torch.optim.Adam)"))
-    traits = frozenset({"side_effect", "optimizer"})
+    traits = (SideEffect(), Optimizer())
 
     def cost(self, ctx):
+        """m and v updates (3 + 4 operations), bias corrections (2), square root, ε,
+        division, learning rate and subtraction (5): 14 arithmetic operations per element;
+        reads p, m, v, g, writes p, m, v."""
         p, m, v, g, lr, step = ctx.operands
-        return [E.adam_update(p, m, v, g, (lr, step))]
-
-    def emit_c(self, cop):
-        return GK.adam_update(cop)
+        return [stream("update", UPDATE, (p, m, v, g, lr, step), (p, m, v), ARITH.times(14 * p.numel))]
 
     def infer(self, types, attrs):
         p, m, v, g, lr, step = types
-        C.expect_dtype(p, "float", "param")
+        expect_dtype(p, "float", "param")
         for name, t in (("first moment", m), ("second moment", v), ("gradient", g)):
             _same(t, p, DType.f32, name)
         _expect(lr, F32_SCALAR, "learning rate")
@@ -185,13 +235,12 @@ class Increment(OptimOp):
     name = "increment"
     operands = ("step",)
     updates = ("step",)
-    traits = frozenset({"side_effect", "optimizer"})
+    traits = (SideEffect(), Optimizer())
 
     def cost(self, ctx):
-        return [E.increment(ctx.operands[0])]
-
-    def emit_c(self, cop):
-        return GK.increment(cop)
+        """One integer addition."""
+        step = ctx.operands[0]
+        return [stream("step", UPDATE, (step,), (step,), add_op(step))]
 
     def infer(self, types, attrs):
         _expect(types[0], I32_SCALAR, "step counter")

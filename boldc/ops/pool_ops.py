@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from boldc.backend import kernels as K
-from boldc.energymodel import works as E
-from boldc.ops import common as C
-from boldc.ops import grad_ops as G
+from boldc.ir.works import add_op, per_element, window_ops
+from boldc.ops.backward_rules import spatial
+from boldc.ops.common import expect_rank
 from boldc.ops.registry import OpDef, register
 
 
@@ -18,25 +17,24 @@ class GlobalMaxPool(OpDef):
 
     name = "global_maxpool"
     operands = ("x",)
-    traits = frozenset({"pool"})
 
     def cost(self, ctx):
-        """H·W - 1 comparisons per output; backward: maxpool2d_grad over the whole map."""
+        """H·W - 1 comparisons per output."""
         x = ctx.operands[0]
-        return E.max_pool(ctx, x.shape[2] * x.shape[3], E.add_op(x))
+        return per_element(ctx, window_ops(x.shape[2] * x.shape[3], add_op(x)))
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
 
     def backward(self, ctx, op, dys):
         """The window is the whole map: the max-pool rule (first maximum gets dy)."""
         x = op.operands[0]
-        return [ctx.op("maxpool2d_grad", [dys[0], x], {"kernel": G.spatial(x)}, grad_of=x)]
+        return [ctx.op("maxpool2d_grad", [dys[0], x], {"kernel": spatial(x)}, grad_of=x)]
 
     def infer(self, types, attrs):
         x = types[0]
-        C.expect_rank(x, 4, "input")
+        expect_rank(x, 4, "input")
         return [x.with_shape((x.shape[0], x.shape[1], 1, 1))]
-
-    def emit_c(self, cop):
-        return K.global_pool(cop, "max")
 
     def evaluate(self, args, attrs):
         return [args[0].max(axis=(2, 3), keepdims=True)]

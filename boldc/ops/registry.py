@@ -1,19 +1,22 @@
-"""The op registry: one definition per op (DESIGN.md, "One op, one definition").
+"""The op registry: one definition per op (docs/architecture.md).
 
 An op is a subclass of ``OpDef`` decorated with ``@register``. It declares
 
 - ``name``, ``operands`` (names; ``"bias?"`` is optional, ``"inputs*"`` variadic;
   optional and variadic operands come last), ``attrs`` (``Attr`` specs with kinds
-  and defaults) and ``traits`` (free-form tags that passes ask for, e.g.
-  ``"arithmetic"``, ``"activation"``);
+  and defaults) and ``traits`` (``boldc.ops.traits`` objects whose contracts the
+  passes rely on);
 - ``infer(types, attrs)``: result types from operand types, raising ``TypeCheck``;
 - ``evaluate(args, attrs)``: the numpy reference semantics (the interpreter calls it);
-- three hooks that later stages call: ``backward`` (autodiff), ``cost`` (energy
-  pass) and ``emit_c`` (C backend). Each is either the implementation or an
-  explicit marker: ``NotDifferentiable``, ``MustLower`` or ``Pending`` (work another
-  issue fills in). ``tests/test_registry.py`` fails on an op that declares none.
+- ``backward(ctx, op, dys)``: its backward rule, emitting IR ops (autodiff calls it), or
+  the explicit marker ``NotDifferentiable("why")``;
+- ``cost(ctx)``: its cost as data (``boldc.ir.works``), which the energy model prices.
 
-The generic machinery (parser, verifier, interpreter, passes, emitters) looks ops up
+There are no defaults: ``register`` refuses an op that declares neither a hook nor a
+marker, naming the op and the hook. How an op runs on a backend is the backend's own
+(the C backend registers an emitter per op in ``boldc.backend.emitters``).
+
+The generic machinery (parser, verifier, interpreter, passes, backends) looks ops up
 here and never branches on op names.
 """
 
@@ -26,13 +29,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from boldc.ir.catalog import TypeCheck
 from boldc.ir.types import TensorType
+from boldc.ops.traits import Trait
 
 REQUIRED = object()  # sentinel default: the attribute must be given
-
-
-class TypeCheck(Exception):
-    """Raised by ``infer`` / attribute checks; the verifier adds location and op."""
 
 
 # --- hook markers ----------------------------------------------------------------------
@@ -44,28 +45,15 @@ class Marker:
 
     reason: str
 
-    def __bool__(self) -> bool:  # markers are falsy: ``if opdef.emit_c:`` reads well
+    def __bool__(self) -> bool:  # markers are falsy: ``if opdef.backward:`` reads well
         return False
 
 
 class NotDifferentiable(Marker):
-    """The op has no backward rule by nature (casts to b1, argmax, ...)."""
+    """The op has no backward rule by nature (casts to b1, argmax, optimizer updates, ...)."""
 
 
-class MustLower(Marker):
-    """The op is not emitted as is: a pass must rewrite it first."""
-
-
-class Pending(Marker):
-    """Not implemented yet; ``reason`` names the work that will provide it."""
-
-
-PENDING_BACKWARD = Pending("backward rules are added by the training work (autodiff)")
-PENDING_COST = Pending("cost hooks are added by the energy work (annotate_energy)")
-PENDING_EMIT = Pending("no C emission yet (training ops come with training through the generated C, "
-                        "not available yet)")
-
-HOOKS = ("backward", "cost", "emit_c")
+HOOKS = ("backward", "cost")  # what every op declares: an implementation or a Marker
 
 
 # --- attributes ------------------------------------------------------------------------
@@ -144,19 +132,15 @@ class OpDef:
     name: ClassVar[str]
     operands: ClassVar[tuple[str, ...]] = ()
     attrs: ClassVar[tuple[Attr, ...]] = ()
-    traits: ClassVar[frozenset[str]] = frozenset()
-
-    backward: Any = PENDING_BACKWARD
-    cost: Any = PENDING_COST
-    emit_c: Any = PENDING_EMIT
+    traits: ClassVar[tuple[Trait, ...]] = ()
 
     # -- training (docs/training.md) ---------------------------------------------
     # Operands that never receive a gradient (labels, thresholds, BN statistics):
     # autodiff neither asks the backward hook for them nor trains params found there.
     nondiff_operands: ClassVar[tuple[str, ...]] = ()
-    # Operands (params) this op overwrites: ``evaluate`` returns their new values, in
-    # this order, and the interpreter commits them when the function returns. Such ops
-    # have no results and the trait "side_effect".
+    # Operands (params) this op overwrites: ``evaluate`` returns its results first, then
+    # their new values in this order, and the interpreter commits them when the function
+    # returns. Such ops carry the trait SideEffect.
     updates: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -170,10 +154,20 @@ class OpDef:
         return {i for i, n in enumerate(cls.operand_names(count)) if n.split("[")[0] in cls.nondiff_operands}
 
     def fan_in(self, op, fan_in_of: Callable) -> int | None:
-        """The fan-in m (SPEC §3) of the pre-activation this op produces, or None if it
+        """The fan-in m (docs/method.md §3) of the pre-activation this op produces, or None if it
         has none. ``fan_in_of(value)`` asks the producer of an operand (for ops that pass
         a pre-activation through, such as pooling)."""
         return None
+
+    # -- traits -------------------------------------------------------------------
+    @classmethod
+    def trait(cls, kind: type[Trait]) -> Trait | None:
+        """The op's trait of class ``kind`` (with its fields), or None."""
+        return next((t for t in cls.traits if isinstance(t, kind)), None)
+
+    @classmethod
+    def has(cls, kind: type[Trait]) -> bool:
+        return cls.trait(kind) is not None
 
     # -- operand arity ------------------------------------------------------------
     @classmethod
@@ -263,20 +257,40 @@ REGISTRY: dict[str, OpDef] = {}
 
 
 def register(cls: type[OpDef]) -> type[OpDef]:
-    """Class decorator: add an op definition to the registry (names are unique)."""
-    if not getattr(cls, "name", None):
+    """Class decorator: check an op definition and add it to the registry (names are
+    unique). A definition that misses a required part is a TypeError naming it."""
+    name = getattr(cls, "name", None)
+    if not name:
         raise TypeError(f"{cls.__name__} has no op name")
-    if cls.name in REGISTRY:
-        raise TypeError(f"op '{cls.name}' is defined twice")
+    if name in REGISTRY:
+        raise TypeError(f"op '{name}' is defined twice")
     seen_optional = False
     for i, o in enumerate(cls.operands):
         if o.endswith("*") and i != len(cls.operands) - 1:
-            raise TypeError(f"{cls.name}: variadic operand must be last")
+            raise TypeError(f"op '{name}': variadic operand must be last")
         if o.endswith(("?", "*")):
             seen_optional = True
         elif seen_optional:
-            raise TypeError(f"{cls.name}: required operand after an optional one")
-    REGISTRY[cls.name] = cls()
+            raise TypeError(f"op '{name}': required operand after an optional one")
+    for method in ("infer", "evaluate"):
+        if getattr(cls, method) is getattr(OpDef, method):
+            raise TypeError(f"op '{name}' defines no {method}()")
+    if not (cls.__doc__ or "").strip():
+        raise TypeError(f"op '{name}' has no docstring giving its meaning")
+    for hook in HOOKS:
+        value = getattr(cls, hook, None)
+        if not (isinstance(value, Marker) or callable(value)):
+            raise TypeError(f"op '{name}' declares no {hook} hook: implement it, or set it to a marker saying why "
+                            f"there is none (e.g. {hook} = NotDifferentiable(\"...\"))")
+    kinds = set()
+    for t in cls.traits:
+        if not isinstance(t, Trait):
+            raise TypeError(f"op '{name}': trait {t!r} is not a boldc.ops.traits.Trait")
+        if type(t) in kinds:
+            raise TypeError(f"op '{name}' declares the trait {type(t).__name__} twice")
+        kinds.add(type(t))
+        t.check(cls)
+    REGISTRY[name] = cls()
     return cls
 
 
@@ -290,9 +304,17 @@ def all_ops() -> dict[str, OpDef]:
     return dict(REGISTRY)
 
 
-def with_trait(trait: str) -> list[OpDef]:
-    """Op definitions that declare ``trait``."""
-    return [d for d in all_ops().values() if trait in d.traits]
+def with_trait(kind: type[Trait]) -> list[OpDef]:
+    """Op definitions that declare a trait of class ``kind``."""
+    return [d for d in all_ops().values() if d.has(kind)]
+
+
+def the_op_with(kind: type[Trait]) -> OpDef:
+    """The one op that declares ``kind`` (traits such as Binarize are held by exactly one)."""
+    ops = with_trait(kind)
+    if len(ops) != 1:
+        raise AssertionError(f"expected one op with the trait {kind.__name__}, found {[d.name for d in ops]}")
+    return ops[0]
 
 
 def _load_families() -> None:

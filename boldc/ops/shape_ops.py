@@ -1,13 +1,18 @@
-"""Layout ops beyond flatten/reshape/concat: ``transpose`` and ``pad``."""
+"""Shape ops: flatten, reshape, concat, transpose and pad (any element type unless said),
+and the gradients of broadcasting and of concat and pad: sum_to and slice_axis."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from boldc.backend import kernels as K
-from boldc.energymodel import works as E
-from boldc.ops import common as C
+from boldc.ir.types import DType, TensorType, size_product
+from boldc.ir.works import BACKWARD, NO_OPS, add_op, copy, per_element, stream, view
+from boldc.ops.common import expect_dtype, expect_static, single_dim
+from boldc.ops.grad_ops import GradOp, as_f32, as_f64, expect_signal
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
+from boldc.ops.traits import Gradient
 
 
 @register
@@ -18,15 +23,10 @@ class Transpose(OpDef):
     name = "transpose"
     operands = ("x",)
     attrs = (Attr("perm", "ints"),)
-    traits = frozenset({"shape"})
 
     def cost(self, ctx):
-        """A copy in another order; backward: the inverse transpose of the signal."""
-        works = [E.pointwise(ctx, E.NO_OPS)]
-        if ctx.need(0):
-            dy, dx = ctx.signal_like(ctx.results[0]), ctx.signal_like(ctx.operands[0])
-            works.append(E.copy(dy, dx, "signal", E.BACKWARD))
-        return works
+        """A copy in another order."""
+        return per_element(ctx, NO_OPS)
 
     def backward(self, ctx, op, dys):
         perm = op.attrs["perm"]
@@ -38,9 +38,6 @@ class Transpose(OpDef):
         if sorted(perm) != list(range(x.rank)):
             raise TypeCheck(f"perm {perm} is not a permutation of the {x.rank} axes of {x}")
         return [x.with_shape(tuple(x.shape[p] for p in perm))]
-
-    def emit_c(self, cop):
-        return K.transpose(cop, cop.attrs["perm"])
 
     def evaluate(self, args, attrs):
         return [np.ascontiguousarray(np.transpose(args[0], attrs["perm"]))]
@@ -57,21 +54,10 @@ class Pad(OpDef):
     name = "pad"
     operands = ("x",)
     attrs = (Attr("pads", "ints"), Attr("value", "float", 0.0))
-    traits = frozenset({"shape"})
 
     def cost(self, ctx):
-        """A copy into the larger result; backward: one slice_axis copy per padded axis."""
-        x, y = ctx.operands[0], ctx.results[0]
-        works = [E.pointwise(ctx, E.NO_OPS)]
-        if ctx.need(0):
-            shape = list(y.shape)
-            pads = ctx.attrs["pads"]
-            for axis, size in enumerate(x.shape):
-                if pads[axis] or pads[axis + len(x.shape)]:
-                    shape[axis] = size
-                    part = ctx.signal_like(x.with_shape(shape))
-                    works.append(E.copy(part, part, "signal", E.BACKWARD))
-        return works
+        """A copy into the larger result."""
+        return per_element(ctx, NO_OPS)
 
     def backward(self, ctx, op, dys):
         """The padded border is dropped again: one slice per padded axis."""
@@ -84,12 +70,13 @@ class Pad(OpDef):
 
     def infer(self, types, attrs):
         x, pads = types[0], attrs["pads"]
-        C.expect_dtype(x, ("float", "int"), "input")
+        expect_dtype(x, ("float", "int"), "input")
         if len(pads) != 2 * x.rank or min(pads, default=0) < 0:
             raise TypeCheck(f"pads {pads} must be {2 * x.rank} non-negative numbers for {x}")
         if x.dtype.is_int:
             lo, hi = x.dtype.int_range
-            if attrs["value"] != int(attrs["value"]) or not lo <= attrs["value"] <= hi:
+            value = attrs["value"]
+            if not math.isfinite(value) or value != int(value) or not lo <= value <= hi:
                 raise TypeCheck(f"pad value {attrs['value']} is not a {x.dtype} value")
         shape = []
         for i, d in enumerate(x.shape):
@@ -99,11 +86,202 @@ class Pad(OpDef):
             shape.append(d + extra if extra else d)
         return [x.with_shape(shape)]
 
-    def emit_c(self, cop):
-        return K.pad(cop, cop.attrs["pads"], cop.attrs["value"])
-
     def evaluate(self, args, attrs):
         x, pads = args[0], attrs["pads"]
         r = x.ndim
         widths = [(pads[i], pads[i + r]) for i in range(r)]
         return [np.pad(x, widths, constant_values=np.asarray(attrs["value"]).astype(x.dtype))]
+
+
+class _RowMajorView(OpDef):
+    """A new shape over the same row-major elements (flatten, reshape): costs nothing,
+    its signal is the output signal reshaped back, fan-in passes through."""
+
+    def cost(self, ctx):
+        """A view: row-major order is kept, no data moves."""
+        return view(ctx)
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        return [ctx.op("reshape", [dys[0]], {"shape": list(x.type.shape)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
+
+@register
+class Flatten(_RowMajorView):
+    """[d0, ..., d{axis-1}, d{axis}, ...] -> [d0·...·d{axis-1}, d{axis}·...] (ONNX Flatten)."""
+
+    name = "flatten"
+    operands = ("x",)
+    attrs = (Attr("axis", "int", 1),)
+
+    def infer(self, types, attrs):
+        x = types[0]
+        axis = attrs["axis"] + (x.rank if attrs["axis"] < 0 else 0)
+        if not 0 <= axis <= x.rank:
+            raise TypeCheck(f"axis {attrs['axis']} out of range for {x}")
+        lead = single_dim(x.shape[:axis], "flatten")
+        rest = single_dim(x.shape[axis:], "flatten")
+        return [x.with_shape((lead, rest))]
+
+    def evaluate(self, args, attrs):
+        x = args[0]
+        axis = attrs["axis"] + x.ndim if attrs["axis"] < 0 else attrs["axis"]
+        return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+@register
+class Reshape(_RowMajorView):
+    """Reshape to ``shape`` (ints, symbols such as N, at most one -1 inferred);
+    element order is row-major, as in ONNX Reshape."""
+
+    name = "reshape"
+    operands = ("x",)
+    attrs = (Attr("shape", "shape"),)
+
+    def infer(self, types, attrs):
+        x = types[0]
+        target = attrs["shape"]
+        if sum(1 for d in target if d == -1) > 1:
+            raise TypeCheck("at most one -1 in shape")
+        if any(isinstance(d, int) and d < -1 for d in target):
+            raise TypeCheck(f"bad dimension in shape {target}")
+        known = [d for d in target if d != -1]
+        in_c, in_s = size_product(x.shape)
+        k_c, k_s = size_product(known)
+        if -1 not in target:
+            if (in_c, in_s) != (k_c, k_s):
+                raise TypeCheck(f"cannot reshape {x} to {target}: element counts differ")
+            return [x.with_shape(tuple(target))]
+        rest = list(in_s)
+        for s in k_s:
+            if s not in rest:
+                raise TypeCheck(f"cannot reshape {x} to {target}: symbol {s} not in input")
+            rest.remove(s)
+        if k_c == 0 or in_c % k_c:
+            raise TypeCheck(f"cannot reshape {x} to {target}: element counts do not divide")
+        missing = single_dim([in_c // k_c, *rest], "reshape")
+        return [x.with_shape(tuple(missing if d == -1 else d for d in target))]
+
+    def evaluate(self, args, attrs):
+        # Symbols are resolved by the interpreter before evaluate (see interp.py).
+        return [args[0].reshape(attrs["shape"])]
+
+
+@register
+class Concat(OpDef):
+    """Concatenation of the inputs along ``axis`` (same dtype, other dims equal)."""
+
+    name = "concat"
+    operands = ("inputs*",)
+    attrs = (Attr("axis", "int", 1),)
+    def cost(self, ctx):
+        """A copy of the inputs into the result."""
+        return per_element(ctx, NO_OPS)
+
+    def backward(self, ctx, op, dys):
+        out, start = [], 0
+        for operand, need in zip(op.operands, ctx.needs):
+            stop = start + operand.type.shape[op.attrs["axis"]]
+            attrs = {"axis": op.attrs["axis"], "start": start, "stop": stop}
+            out.append(ctx.op("slice_axis", [dys[0]], attrs, grad_of=operand) if need else None)
+            start = stop
+        return out
+
+    def fan_in(self, op, fan_in_of):
+        fans = {fan_in_of(o) for o in op.operands}
+        return fans.pop() if len(fans) == 1 else None
+
+    def infer(self, types, attrs):
+        if not types:
+            raise TypeCheck("concat needs at least one input")
+        first = types[0]
+        axis = attrs["axis"] + (first.rank if attrs["axis"] < 0 else 0)
+        if not 0 <= axis < first.rank:
+            raise TypeCheck(f"axis {attrs['axis']} out of range for {first}")
+        total = 0
+        for t in types:
+            if t.dtype != first.dtype or t.rank != first.rank:
+                raise TypeCheck(f"inputs {first} and {t} differ in element type or rank")
+            for i, (a, b) in enumerate(zip(t.shape, first.shape)):
+                if i != axis and a != b:
+                    raise TypeCheck(f"inputs {first} and {t} differ outside axis {axis}")
+            total += expect_static(t.shape[axis], "concatenated dimension")
+        shape = list(first.shape)
+        shape[axis] = total
+        return [first.with_shape(shape)]
+
+    def evaluate(self, args, attrs):
+        return [np.concatenate(args, axis=attrs["axis"])]
+
+
+# --- shapes: broadcasts and slices (the gradients of broadcasting, concat and pad) -------
+
+
+@register
+class SumTo(GradOp):
+    """Gradient of a broadcast: dy summed over the axes along which an operand of ``shape``
+    was broadcast (numpy rules), giving that shape."""
+
+    name = "sum_to"
+    operands = ("dy",)
+    attrs = (Attr("shape", "shape"),)
+    traits = (Gradient(),)
+
+    def cost(self, ctx):
+        """The signal summed over the broadcast axes: numel(dy) - numel(result) additions."""
+        dy, out = ctx.operands[0], ctx.results[0]
+        return [stream("signal", BACKWARD, (dy,), (out,), add_op(out).times(dy.numel - out.numel))]
+
+    def infer(self, types, attrs):
+        dy = types[0]
+        expect_signal(dy)
+        target = tuple(attrs["shape"])
+        if len(target) > dy.rank:
+            raise TypeCheck(f"cannot sum {dy} to a shape of higher rank {list(target)}")
+        for d, t in zip(dy.shape[dy.rank - len(target):], target):
+            if t != 1 and t != d:
+                raise TypeCheck(f"{dy} was not broadcast from {list(target)}")
+        return [TensorType(DType.f32, target)]
+
+    def evaluate(self, args, attrs):
+        dy = as_f64(args[0])
+        target = tuple(attrs["shape"])
+        lead = dy.ndim - len(target)
+        axes = tuple(range(lead)) + tuple(lead + i for i, t in enumerate(target) if t == 1 and dy.shape[lead + i] != 1)
+        return [as_f32(dy.sum(axis=axes).reshape(target))]
+
+
+@register
+class SliceAxis(GradOp):
+    """y = x[..., start:stop, ...] along ``axis`` (the gradient of concat for one input)."""
+
+    name = "slice_axis"
+    operands = ("x",)
+    attrs = (Attr("axis", "int"), Attr("start", "int"), Attr("stop", "int"))
+    traits = (Gradient(),)
+
+    def cost(self, ctx):
+        """A copy of the kept elements."""
+        x, y = ctx.operands[0], ctx.results[0]
+        return [copy(x.with_shape(y.shape), y, "signal", BACKWARD)]
+
+    def infer(self, types, attrs):
+        x = types[0]
+        axis = attrs["axis"] % x.rank if -x.rank <= attrs["axis"] < x.rank else None
+        if axis is None:
+            raise TypeCheck(f"axis {attrs['axis']} out of range for {x}")
+        size = expect_static(x.shape[axis], "sliced dimension")
+        if not 0 <= attrs["start"] < attrs["stop"] <= size:
+            raise TypeCheck(f"slice [{attrs['start']}, {attrs['stop']}) out of range for size {size}")
+        shape = list(x.shape)
+        shape[axis] = attrs["stop"] - attrs["start"]
+        return [x.with_shape(shape)]
+
+    def evaluate(self, args, attrs):
+        x = args[0]
+        index = [slice(None)] * x.ndim
+        index[attrs["axis"]] = slice(attrs["start"], attrs["stop"])
+        return [np.ascontiguousarray(x[tuple(index)])]

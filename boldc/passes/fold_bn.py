@@ -1,6 +1,6 @@
 """fold-bn: a kept normalization followed by a threshold becomes a per-channel threshold.
 
-For inference (SPEC §2): ``threshold(batchnorm(s))`` on an integer pre-activation s
+For inference (docs/method.md §2): ``threshold(batchnorm(s))`` on an integer pre-activation s
 equals ``threshold(s, @tau, @ge)``: channel c gives T iff ``s >= tau[c]`` (ge[c] = T)
 or ``s <= tau[c]`` (ge[c] = F, a negative BatchNorm scale).
 
@@ -15,19 +15,23 @@ the folded threshold is exact over the whole type range; for i32 inputs (sums of
 pre-activations) over every value but the type's extremes, which no pre-activation
 reaches.
 
-Only normalizations on integer inputs whose single user is a scalar threshold are
-folded; float inputs keep their BatchNorm.
+Only ops with the trait ``PerChannelAffine`` (a per-channel function of x whose other
+operands are per-channel params: BatchNorm) on integer inputs whose single user is a
+scalar threshold (the ``Binarize`` op) are folded; float inputs keep their BatchNorm, and
+normalizations that are not per channel (LayerNorm) are left alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from boldc.ir.builder import unique_name
 from boldc.ir.core import Module, Op, Param
+from boldc.ir.rewriter import Rewriter
 from boldc.ir.types import DType, TensorType
 from boldc.ops.registry import lookup
+from boldc.ops.traits import Binarize, PerChannelAffine
 from boldc.passes.dce import DeadCodeElimination
-from boldc.passes.lower_boolean import has_trait
 from boldc.passes.manager import Pass, register_pass
 
 
@@ -35,7 +39,7 @@ def channel_predicate(norm: Op, thr: Op):
     """P(s) for candidates s of shape [K, C] (one column per channel): the b1 result of
     the threshold applied to the normalization, as the interpreter computes them."""
     norm_def, thr_def = lookup(norm.name), lookup(thr.name)
-    params = [p.data for p in norm.operands[1:]]
+    params = [p.data for p in norm.operands[1:]]  # the trait's per-channel params
 
     def predicate(s: np.ndarray) -> np.ndarray:
         y = norm_def.evaluate([s] + params, norm.attrs)[0]
@@ -94,42 +98,45 @@ class FoldBatchNorm(Pass):
     def run(self, module: Module) -> bool:
         changed = False
         for fn in module.functions.values():
-            users: dict[int, list[Op]] = {}
-            for op in fn.ops:
-                for v in op.operands:
-                    users.setdefault(id(v), []).append(op)
-            returned = {id(v) for v in fn.returns}
-            dropped = set()
-            for norm in fn.ops:
-                s = norm.operands[0] if norm.operands else None
-                if not has_trait(norm, "normalization") or not s.type.dtype.is_int:
+            rw = Rewriter(fn)
+            for norm in list(fn.ops):
+                thr = self._foldable_threshold(rw, norm)
+                if thr is None:
                     continue
-                after = users.get(id(norm.results[0]), [])
-                if len(after) != 1 or id(norm.results[0]) in returned:
-                    continue
-                thr = after[0]
-                if not has_trait(thr, "binarize") or len(thr.operands) != 1:
-                    continue
-                channels = s.type.shape[1]
-                tau, ge = fold_thresholds(channel_predicate(norm, thr), channels, s.type.dtype)
+                s = norm.operands[0]
+                tau, ge = fold_thresholds(channel_predicate(norm, thr), s.type.shape[1], s.type.dtype)
                 base = norm.operands[1].name.rsplit(".", 1)[0] if isinstance(norm.operands[1], Param) else "bn"
                 operands = [s, self._param(module, f"{base}.tau", tau)]
                 if not ge.all():
                     operands.append(self._param(module, f"{base}.ge", ge))
-                thr.operands = operands
+                rw.set_operands(thr, operands)
                 thr.attrs = {k: v for k, v in thr.attrs.items() if k != "tau"}
-                dropped.add(id(norm))
+                rw.erase(norm)
                 changed = True
-            fn.ops = [op for op in fn.ops if id(op) not in dropped]
         if changed:
             DeadCodeElimination().run(module)
         return changed
 
     @staticmethod
+    def _foldable_threshold(rw: Rewriter, norm: Op) -> Op | None:
+        """The threshold that is the only reader of a per-channel normalization of an integer
+        pre-activation (channel axis 1, params with data), or None."""
+        affine = lookup(norm.name).trait(PerChannelAffine)
+        if affine is None or affine.axis != 1 or not norm.operands[0].type.dtype.is_int:
+            return None
+        if not all(isinstance(p, Param) and p.data is not None for p in norm.operands[1:]):
+            return None
+        y = norm.results[0]
+        users = rw.users(y)
+        if len(users) != 1 or any(v is y for v in rw.fn.returns):
+            return None
+        thr = users[0]
+        if not lookup(thr.name).has(Binarize) or len(thr.operands) != 1:
+            return None
+        return thr
+
+    @staticmethod
     def _param(module: Module, base: str, data: np.ndarray) -> Param:
-        name, k = base, 0
-        while name in module.params:
-            k += 1
-            name = f"{base}.{k}"
+        name = unique_name(base, set(module.params))
         dtype = DType.b1 if data.dtype == np.bool_ else DType.i32
         return module.add_param(name, TensorType(dtype, data.shape), data)

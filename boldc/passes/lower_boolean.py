@@ -1,24 +1,26 @@
-"""lower-boolean: a float network becomes a Boolean one (SPEC §5).
+"""lower-boolean: a float network becomes a Boolean one (docs/method.md §5).
 
-- Arithmetic layers (trait "arithmetic") become their ``boolean_counterpart``
+- Arithmetic layers (trait ``Layer``) become their ``BooleanCounterpart``
   (conv2d -> bconv2d, linear -> blinear) except those kept float (``float-layers``,
   default the first and the last). Weights become b1 params of the same name:
   ``init=sign`` takes W >= 0 -> T (negated for logic xor, so that every product
   e(L(x, w)) keeps the sign of the float product x·w), ``init=random`` draws bits with
   ``seed``. A float bias becomes a b1 bias, b >= 0 -> T (the bias enters as e(w0),
   not through the logic).
-- A layer's input must be b1: a ``threshold`` (the op with trait "binarize") is
+- A layer's input must be b1: a ``threshold`` (the op with the trait ``Binarize``) is
   inserted where it is not.
-- Normalizations (trait "normalization") are removed, or kept with ``keep-bn``.
-- Activations (trait "activation") become ``threshold`` on their input (T iff x >= 0)
+- Normalizations (trait ``Normalization``) are removed, or kept with ``keep-bn``.
+- Activations (trait ``Activation``) become ``threshold`` on their input (T iff x >= 0)
   when they touch a Boolean layer: their input comes from one, or their output goes
   to one, looking through non-arithmetic ops. Activations wholly inside a float part
   (for example after the last float layer) stay.
-- Other ops with a ``boolean_counterpart`` (maxpool2d -> bmaxpool2d, the OR-pool) take
+- Other ops with a ``BooleanCounterpart`` (maxpool2d -> bmaxpool2d, the OR-pool) take
   it when their input has become b1. An op that refuses its new b1 or integer
   operands gets them cast to f32 (b1 as e(b) = ±1).
 
-The pass asks the registry for traits and counterparts; it never tests op names.
+The pass decides every op's fate on the float graph first, then rewrites @forward in
+place with a ``Rewriter`` (every op is re-typed on its new operands). It asks the
+registry for traits and counterparts; it never tests op names.
 """
 
 from __future__ import annotations
@@ -26,31 +28,24 @@ from __future__ import annotations
 import numpy as np
 
 from boldc.errors import BoldcError
-from boldc.ir.builder import FunctionBuilder
 from boldc.ir.core import Module, Op, Param, Value
+from boldc.ir.rewriter import Rewriter
 from boldc.ir.types import DType, TensorType
-from boldc.ops.registry import TypeCheck, lookup, with_trait
+from boldc.ops.registry import TypeCheck, lookup, the_op_with
+from boldc.ops.traits import Activation, Binarize, BooleanCounterpart, Cast, Layer, Normalization
 from boldc.passes.dce import DeadCodeElimination
-from boldc.passes.manager import Option, Pass, register_pass
+from boldc.passes.manager import NeedsFunction, Option, Pass, register_pass
 
 LOGICS = ("xnor", "xor")
 INITS = ("sign", "random")
 
 
-def has_trait(op: Op, trait: str) -> bool:
-    d = lookup(op.name)
-    return d is not None and trait in d.traits
-
-
-def _op_with_trait(trait: str) -> str:
-    ops = with_trait(trait)
-    if len(ops) != 1:
-        raise AssertionError(f"expected one op with trait '{trait}', found {[d.name for d in ops]}")
-    return ops[0].name
+def is_layer(op: Op) -> bool:
+    return lookup(op.name).has(Layer)
 
 
 def arithmetic_layers(module: Module, func: str = "forward") -> list[Op]:
-    return [op for op in module.ops(func) if has_trait(op, "arithmetic")]
+    return [op for op in module.ops(func) if is_layer(op)]
 
 
 def layer_name(op: Op) -> str:
@@ -88,17 +83,18 @@ def select_float_layers(layers: list[Op], selectors: list) -> set[int]:
     return keep
 
 
-def _reached(start: Value, forward: bool, producer: dict, users: dict) -> list[Op]:
-    """Arithmetic ops reached from ``start`` through non-arithmetic ops."""
+def reached_layers(rw: Rewriter, start: Value, forward: bool) -> list[Op]:
+    """Arithmetic layers reached from ``start`` through non-layer ops (following readers
+    when ``forward``, else producers)."""
     found, seen, todo = [], set(), [start]
     while todo:
         v = todo.pop()
-        ops = users.get(id(v), []) if forward else [producer[id(v)]] if id(v) in producer else []
-        for op in ops:
-            if id(op) in seen:
+        producer = None if forward else rw.producer(v)
+        for op in rw.users(v) if forward else ([producer] if producer else []):
+            if op in seen:
                 continue
-            seen.add(id(op))
-            if has_trait(op, "arithmetic"):
+            seen.add(op)
+            if is_layer(op):
                 found.append(op)
             else:
                 todo.extend(op.results if forward else [o for o in op.operands if not isinstance(o, Param)])
@@ -116,6 +112,7 @@ class LowerBoolean(Pass):
         "init": Option(str, "sign", "initial Boolean weights: sign (w >= 0 -> T) | random"),
         "seed": Option(int, 0, "seed of init=random"),
     }
+    requires = (NeedsFunction("forward"),)
 
     def run(self, module: Module) -> bool:
         o = self.opts
@@ -128,70 +125,63 @@ class LowerBoolean(Pass):
             raise BoldcError(f"lower-boolean rewrites @forward of a float model; this module also has "
                              f"{', '.join(others)} (lower before adding training functions)")
         self._rng = np.random.default_rng(o["seed"])
-        self._binarize = _op_with_trait("binarize")
-        self._cast = _op_with_trait("cast")
-        fn = module.function("forward")
-        layers = arithmetic_layers(module)
-        kept = select_float_layers(layers, o["float-layers"])
-        self._convert = {id(op) for i, op in enumerate(layers)
-                         if i not in kept and getattr(lookup(op.name), "boolean_counterpart", None)}
-        producer = {id(r): op for op in fn.ops for r in op.results}
-        users: dict[int, list[Op]] = {}
-        for op in fn.ops:
-            for v in op.operands:
-                users.setdefault(id(v), []).append(op)
+        self._binarize = the_op_with(Binarize).name
+        self._cast = the_op_with(Cast).name
         self._module = module
         self._bits: dict[str, Param] = {}
+        fn = module.function("forward")
+        rw = Rewriter(fn)
+        layers = arithmetic_layers(module)
+        kept = select_float_layers(layers, o["float-layers"])
+        converted = {op for i, op in enumerate(layers) if i not in kept and lookup(op.name).has(BooleanCounterpart)}
+        thresholds = {op for op in fn.ops if self._becomes_threshold(rw, op, converted)}
         # Params that stay in use by ops this pass does not turn Boolean keep their name.
-        self._float_names = {v.name for op in fn.ops if id(op) not in self._convert
+        self._float_names = {v.name for op in fn.ops if op not in converted
                              for v in op.operands if isinstance(v, Param)}
-
         try:
-            self._rebuild(module, fn, producer, users)
+            for op in list(fn.ops):
+                self._lower(rw, op, converted, thresholds)
         except TypeCheck as exc:
             raise BoldcError(f"lower-boolean: cannot lower this model: {exc}") from None
+        fn.result_types = [v.type for v in fn.returns]  # a Boolean last layer returns integers
         DeadCodeElimination().run(module)
         return True
 
-    def _rebuild(self, module: Module, fn, producer, users) -> None:
-        o = self.opts
-        fb = FunctionBuilder(module, "forward", [(a.name, a.type) for a in fn.args])
-        vmap: dict[int, Value] = {id(a): b for a, b in zip(fn.args, fb.args)}
-        for op in fn.ops:
-            ins = [v if isinstance(v, Param) else vmap[id(v)] for v in op.operands]
-            if has_trait(op, "normalization") and not o["keep-bn"]:
-                outs = [ins[0]]
-            elif id(op) in self._convert:
-                outs = [self._boolean_layer(fb, op, ins)]
-            elif self._becomes_threshold(op, producer, users):
-                x = ins[0]
-                outs = [x if x.type.dtype.is_bool else fb.op(self._binarize, [x], name=op.results[0].name)]
+    def _lower(self, rw: Rewriter, op: Op, converted: set[Op], thresholds: set[Op]) -> None:
+        """Rewrite one op of the float graph on its (already lowered) operands."""
+        if lookup(op.name).has(Normalization) and not self.opts["keep-bn"]:
+            rw.replace_with(op, [op.operands[0]])
+        elif op in converted:
+            self._boolean_layer(rw, op)
+        elif op in thresholds:
+            x = op.operands[0]
+            if x.type.dtype.is_bool:
+                rw.replace_with(op, [x])
             else:
-                outs = self._reemit(fb, op, ins)
-            for r, new in zip(op.results, outs):
-                vmap[id(r)] = new
-        del module.functions["forward"]  # the module has no other function (checked in run)
-        fb.ret(*[v if isinstance(v, Param) else vmap[id(v)] for v in fn.returns])
+                rw.replace_op(op, self._binarize, [x])
+        else:
+            self._reemit(rw, op)
 
     # -- pieces ------------------------------------------------------------------------------
-    def _becomes_threshold(self, op: Op, producer, users) -> bool:
+    def _becomes_threshold(self, rw: Rewriter, op: Op, converted: set[Op]) -> bool:
         """An activation (not already a threshold) next to a Boolean layer."""
-        if not has_trait(op, "activation") or has_trait(op, "binarize"):
+        opdef = lookup(op.name)
+        if not opdef.has(Activation) or opdef.has(Binarize):
             return False
-        near = _reached(op.operands[0], False, producer, users) + _reached(op.results[0], True, producer, users)
-        return any(id(a) in self._convert for a in near)
+        near = reached_layers(rw, op.operands[0], False) + reached_layers(rw, op.results[0], True)
+        return any(a in converted for a in near)
 
-    def _boolean_layer(self, fb: FunctionBuilder, op: Op, ins: list[Value]) -> Value:
-        counterpart = lookup(lookup(op.name).boolean_counterpart)
-        x = ins[0]
+    def _boolean_layer(self, rw: Rewriter, op: Op) -> None:
+        counterpart = lookup(lookup(op.name).trait(BooleanCounterpart).op)
+        x = op.operands[0]
         if not x.type.dtype.is_bool:
-            x = fb.op(self._binarize, [x], name=f"{x.name}.bits")
+            x = rw.op(self._binarize, [x], hint=f"{x.name}.bits", before=op)
         operands = [x, self._bits_of(op.operands[1], through_logic=True)]
         if len(op.operands) > 2:
             operands.append(self._bits_of(op.operands[2], through_logic=False))
         attrs = {k: v for k, v in op.attrs.items() if counterpart.attr_spec(k) is not None}
         attrs["logic"] = self.opts["logic"]
-        return fb.op(counterpart.name, operands, attrs, name=op.results[0].name)
+        rw.replace_op(op, counterpart.name, operands, attrs)
 
     def _bits_of(self, w: Value, through_logic: bool) -> Param:
         """The b1 param replacing float weights (or bias) ``w``."""
@@ -215,22 +205,24 @@ class LowerBoolean(Pass):
         self._bits[w.name] = p
         return p
 
-    def _reemit(self, fb: FunctionBuilder, op: Op, ins: list[Value]) -> list[Value]:
+    def _reemit(self, rw: Rewriter, op: Op) -> None:
+        """The op again on its new operands: a layer kept float stays float; other ops
+        (pools) take their Boolean form on b1 input; an op that refuses b1 or integer
+        operands gets them cast to f32."""
         opdef = lookup(op.name)
-        name = op.results[0].name if len(op.results) == 1 else [r.name for r in op.results]
-        # A layer kept float stays float; other ops (pools) take their Boolean form on b1 input.
-        counterpart = None if "arithmetic" in opdef.traits else getattr(opdef, "boolean_counterpart", None)
+        ins = list(op.operands)
+        counterpart = None if opdef.has(Layer) else opdef.trait(BooleanCounterpart)
         values = [v for v in ins if not isinstance(v, Param)]
         if counterpart and values and all(v.type.dtype.is_bool for v in values):
-            cdef = lookup(counterpart)
+            cdef = lookup(counterpart.op)
             attrs = {k: v for k, v in op.attrs.items() if cdef.attr_spec(k) is not None}
-            return [fb.op(counterpart, ins, attrs, name=name)]
+            rw.replace_op(op, counterpart.op, ins, attrs)
+            return
         try:
-            out = fb.op(op.name, ins, dict(op.attrs), name=name)
+            rw.replace_op(op, op.name, ins, dict(op.attrs))
         except TypeCheck:
             if all(v.type.dtype.is_float for v in values):
                 raise
             cast = [v if isinstance(v, Param) or v.type.dtype.is_float
-                    else fb.op(self._cast, [v], {"to": "f32"}, name=f"{v.name}.f32") for v in ins]
-            out = fb.op(op.name, cast, dict(op.attrs), name=name)
-        return out if isinstance(out, list) else [out]
+                    else rw.op(self._cast, [v], {"to": "f32"}, hint=f"{v.name}.f32", before=op) for v in ins]
+            rw.replace_op(op, op.name, cast, dict(op.attrs))

@@ -1,15 +1,17 @@
 """Passes and the pass manager.
 
-A pass is a class with a ``name``, declared ``options`` and ``run(module) -> bool``
-(whether it changed anything), registered with ``@register_pass``. A pipeline is
-text such as ``lower-boolean{keep-bn=false},dce`` and runs in order; the manager
-verifies the module after every pass and can print it after each one.
+A pass is a class with a ``name``, declared ``options``, the preconditions it
+``requires`` and ``run(module) -> bool`` (whether it changed anything), registered with
+``@register_pass``. A pipeline is text such as ``lower-boolean{keep-bn=false},dce`` and
+runs in order; the manager checks each pass's preconditions before it runs (a clear
+error naming the pass and what to run first), verifies the module after every pass, can
+print it after each one, and returns one ``PassResult`` per pass run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from boldc.errors import BoldcError
@@ -22,11 +24,48 @@ class Option:
     type: type  # bool, int, float, str, or list (of strings)
     default: Any
     doc: str = ""
+    choices: tuple | None = None  # the values allowed, if only some are
+
+
+@dataclass(frozen=True)
+class NeedsFunction:
+    """Precondition: the module has the function ``name`` (or the one the pass's option
+    ``option`` names); ``hint`` says how to get it."""
+
+    name: str | None = None
+    option: str | None = None
+    hint: str = ""
+
+    def unmet(self, p: Pass, module: Module) -> str | None:
+        fn = self.name if self.option is None else p.opts[self.option]
+        if fn in module.functions:
+            return None
+        return f"module has no function @{fn}" + (f" ({self.hint})" if self.hint else "")
+
+
+@dataclass(frozen=True)
+class LacksFunction:
+    """Precondition: the module has no function ``name`` (the pass would build it)."""
+
+    name: str
+
+    def unmet(self, p: Pass, module: Module) -> str | None:
+        return f"the module already has @{self.name}" if self.name in module.functions else None
+
+
+@dataclass
+class PassResult:
+    """What one run of a pass did: the pass, its options, and whether it changed the module."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    modified: bool = False
 
 
 class Pass:
     name: ClassVar[str]
     options: ClassVar[dict[str, Option]] = {}
+    requires: ClassVar[tuple] = ()  # preconditions (NeedsFunction, LacksFunction, ...)
 
     def __init__(self, **opts: Any):
         # Python spelling (keep_bn) and pipeline spelling (keep-bn) are the same option.
@@ -36,9 +75,20 @@ class Pass:
                 known = ", ".join(self.options) or "none"
                 raise BoldcError(f"pass {self.name}: unknown option '{key}' (options: {known})")
         self.opts = {k: given.get(k, o.default) for k, o in self.options.items()}
+        for key, opt in self.options.items():
+            if opt.choices is not None and self.opts[key] not in opt.choices:
+                raise BoldcError(f"pass {self.name}: option {key}={self.opts[key]!r} is not one of "
+                                 f"{' | '.join(map(str, opt.choices))}")
 
     def run(self, module: Module) -> bool:
         raise NotImplementedError
+
+    def check_requirements(self, module: Module) -> None:
+        """Raise a BoldcError naming the pass if one of its preconditions does not hold."""
+        for req in self.requires:
+            problem = req.unmet(self, module)
+            if problem:
+                raise BoldcError(f"pass {self.name}: {problem}")
 
     def __repr__(self) -> str:
         return f"{self.name}{self.opts}"
@@ -116,15 +166,17 @@ class PassManager:
         self.verify_each = verify_each
         self.print_after = print_after
 
-    def run(self, module: Module) -> dict[str, bool]:
-        changed = {}
+    def run(self, module: Module) -> list[PassResult]:
+        """Run the pipeline; one result per pass, in order (a pass run twice gives two)."""
+        results = []
         for p in self.passes:
-            changed[p.name] = p.run(module)
+            p.check_requirements(module)
+            results.append(PassResult(p.name, dict(p.opts), bool(p.run(module))))
             if self.verify_each:
                 verify(module)
             if self.print_after is not None:
                 self.print_after(p, module)
-        return changed
+        return results
 
 
 def _load_passes() -> None:

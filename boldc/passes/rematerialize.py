@@ -1,7 +1,7 @@
 """rematerialize: recompute pre-activations in the backward pass instead of keeping them
 alive from the forward pass.
 
-The threshold backward reads the integer pre-activation s of a Boolean layer (SPEC §3),
+The threshold backward reads the integer pre-activation s of a Boolean layer (docs/method.md §3),
 so s (8 to 32 bits per element) would stay alive from the forward pass to the end of
 the backward pass. It is cheap to compute again from the layer's b1 input (1 bit per
 element, which the weight signal needs anyway) and its weights: this pass gives the uses
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from boldc.ir.builder import unique_name
 from boldc.ir.core import Module, Op, Param, Value
+from boldc.ir.rewriter import Rewriter
 from boldc.ops.registry import lookup
-from boldc.passes.manager import Option, Pass, register_pass
+from boldc.ops.traits import Gradient, Loss, Optimizer
+from boldc.passes.manager import NeedsFunction, Option, Pass, register_pass
 
 RATIO = 4  # recompute when the result is at least this many times larger than the value operands
 
@@ -38,7 +40,7 @@ def _bytes_per_sample(t) -> float:
 
 def _recomputable(op: Op) -> bool:
     d = lookup(op.name)
-    if d.updates or {"loss", "gradient", "optimizer"} & d.traits or len(op.results) != 1:
+    if d.updates or d.has(Loss) or d.has(Gradient) or d.has(Optimizer) or len(op.results) != 1:
         return False
     inputs = sum(_bytes_per_sample(o.type) for o in op.operands if not isinstance(o, Param))
     return _bytes_per_sample(op.results[0].type) >= RATIO * inputs
@@ -48,28 +50,24 @@ def _recomputable(op: Op) -> bool:
 class Rematerialize(Pass):
     name = "rematerialize"
     options = {"func": Option(str, "train_step", "the function to rewrite")}
+    requires = (NeedsFunction(option="func"),)
 
     def run(self, module: Module) -> bool:
         fn = module.function(self.opts["func"])
-        loss_at = next((i for i, op in enumerate(fn.ops) if "loss" in lookup(op.name).traits), None)
+        loss_at = next((i for i, op in enumerate(fn.ops) if lookup(op.name).has(Loss)), None)
         if loss_at is None:
             return False
-        producers = {id(op.results[0]): op for op in fn.ops[:loss_at] if _recomputable(op)}
-        names = {v.name for v in fn.values()}
-        out: list[Op] = list(fn.ops[:loss_at + 1])
-        again: dict[int, Value] = {}  # one copy per value, before its first use after the loss
+        producers = {op.results[0]: op for op in fn.ops[:loss_at] if _recomputable(op)}
+        rw = Rewriter(fn)
+        again: dict[Value, Value] = {}  # one copy per value, before its first use after the loss
         for op in fn.ops[loss_at + 1:]:
-            for pos, o in enumerate(op.operands):
-                src = producers.get(id(o))
-                if src is None:
-                    continue
-                if id(o) not in again:
-                    name = unique_name(f"{o.name}.again", names, sep="", first=2)
+            for o in op.operands:
+                src = producers.get(o)
+                if src is not None and o not in again:
+                    name = unique_name(f"{o.name}.again", rw.names, sep="", first=2)
                     clone = Op(src.name, list(src.operands), [Value(name, o.type)], dict(src.attrs), src.loc)
-                    out.append(clone)
-                    again[id(o)] = clone.results[0]
-                op.operands[pos] = again[id(o)]
-            out.append(op)
-        fn.ops = out
+                    rw.insert(clone, before=op)
+                    again[o] = clone.results[0]
+            if any(o in again for o in op.operands):
+                rw.set_operands(op, [again.get(o, o) for o in op.operands])
         return bool(again)
-

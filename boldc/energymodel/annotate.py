@@ -1,7 +1,8 @@
-"""annotate-energy: record the energy model's results (SPEC §6) on the ops of the IR.
+"""annotate-energy: record the energy model's results (docs/energy.md) on the ops of the IR.
 
 For every costed op (@forward for inference; for training @train_step when the module
-has one, else @forward with the backward works derived for each op) the pass writes:
+has one, else @forward, each op with the backward and update items of the training step
+derived from it) the pass writes:
 
 - ``energy.pj``: {total, compute, L3, L2, L1, L0A, L0B, L0C} in pJ, summed over its items;
 - ``energy.ops``: {arith, logic} operation counts;
@@ -25,7 +26,7 @@ from boldc.energymodel.api import DEFAULT_BATCH, DEFAULT_LOSS, DEFAULT_SIGNAL_BI
 from boldc.energymodel.hardware import LEVELS
 from boldc.energymodel.report import pair_rows
 from boldc.ir.core import Module
-from boldc.passes.manager import Option, Pass, register_pass
+from boldc.passes.manager import NeedsFunction, Option, Pass, register_pass
 
 PREFIX = "energy."
 
@@ -38,30 +39,32 @@ class AnnotateEnergy(Pass):
         "batch": Option(int, 0, f"batch size bound to the symbolic dimension N (0: {DEFAULT_BATCH}, or the "
                                 "model's fixed batch)"),
         "hw": Option(str, "ascend", "hardware description: a shipped name or a JSON file"),
-        "signal-bits": Option(int, DEFAULT_SIGNAL_BITS, "width of a Boolean model's backward signals"),
+        "signal-bits": Option(int, DEFAULT_SIGNAL_BITS, "backward signals of a derived training step: 16, 8, 4 "
+                                                         "(integers) or 32 (f32)"),
         "loss": Option(str, DEFAULT_LOSS, "loss op of a derived training step"),
+        "fuse": Option(bool, True, "cost the steps with their epilogues fused (and the baseline alike)"),
     }
+    requires = (NeedsFunction("forward"),)
 
     def run(self, module: Module) -> bool:
         o = self.opts
         batch = effective_batch(module, o["batch"] or None)
-        items, base_items, hw = costed(module, batch, o["phase"], o["hw"], o["signal-bits"], o["loss"])
+        items, base_items, hw = costed(module, batch, o["phase"], o["hw"], o["signal-bits"], o["loss"],
+                                       fuse=o["fuse"])
         rows = [to_row(i) for i in items]
         base_rows = [to_row(i) for i in base_items]
         pair_rows(rows, base_rows)
         _clear(module)
-        per_op: dict[int, list] = {}
-        owners = {}
+        per_op: dict = {}  # op -> its rows
         other = []
         for item, row in zip(items, rows):
             if item.owner is None:
                 other.append({"op": row.op, "opname": row.opname, "label": row.label, "phase": row.phase,
                               "pj": row.total_pj})
             else:
-                per_op.setdefault(id(item.owner), []).append(row)
-                owners[id(item.owner)] = item.owner
-        for key, op_rows in per_op.items():
-            owners[key].attrs.update(_op_annotations(op_rows))
+                per_op.setdefault(item.owner, []).append(row)
+        for op, op_rows in per_op.items():
+            op.attrs.update(_op_annotations(op_rows))
         total = sum(r.total_pj for r in rows)
         base = sum(r.total_pj for r in base_rows)
         module.attrs.update({
