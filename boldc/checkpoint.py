@@ -114,6 +114,18 @@ def load_checkpoint(module: Module, path: str | os.PathLike) -> dict:
     return meta
 
 
+def decode_meta(text: bytes, where: str) -> dict:
+    """The meta section (UTF-8 JSON, an object; empty: {}); an ArtefactError naming ``where``
+    otherwise. Both readers, this module's and the C runtime's caller, use it."""
+    try:
+        meta = json.loads(text.decode("utf-8")) if text else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ArtefactError(f"{where}: meta section is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ArtefactError(f"{where}: meta section is not a JSON object")
+    return meta
+
+
 def decode_checkpoint(module: Module, raw: bytes, where: str = "<checkpoint>") -> tuple[dict, dict]:
     """Check ``raw`` against ``module``; returns ({param name: array}, meta). Changes nothing."""
 
@@ -142,12 +154,7 @@ def decode_checkpoint(module: Module, raw: bytes, where: str = "<checkpoint>") -
         raise fail(f"written for another model: {_difference(stored, expected)}")
     if table != _table(module, meta_len)[0]:  # the format fixes every offset (the C reader compares the bytes)
         raise fail("the data offsets of its param table are not the format's: the file is corrupt")
-    try:
-        meta = json.loads(raw[end:end + meta_len].decode("utf-8")) if meta_len else {}
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise fail("meta section is not JSON") from None
-    if not isinstance(meta, dict):
-        raise fail("meta section is not a JSON object")
+    meta = decode_meta(raw[end:end + meta_len], where)
     arrays = {}
     for name, t, offset, size in stored:
         if size != data_bytes(t) or offset < end + meta_len or offset + size > len(raw) - 4:

@@ -154,14 +154,9 @@ class TrainingMixin:
                 raise ArtefactError(str(exc)) from None
         if rc != 0:
             raise ArtefactError(f"{path}: {self._ck_message(rc)}")
-        text = bytes(self._ffi.buffer(meta, int(length[0])))
-        try:
-            meta = json.loads(text.decode("utf-8")) if text else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):  # as boldc.load_checkpoint: refused
-            raise ArtefactError(f"{path}: meta section is not JSON") from None
-        if not isinstance(meta, dict):
-            raise ArtefactError(f"{path}: meta section is not a JSON object")
-        return meta
+        from boldc.checkpoint import decode_meta
+
+        return decode_meta(bytes(self._ffi.buffer(meta, int(length[0]))), str(path))
 
     def _ck_message(self, rc: int) -> str:
         return self._ffi.string(self._lib.bd_checkpoint_error(rc)).decode()
