@@ -25,9 +25,10 @@ WARM = np.array([[0.95, 0.25, 0.15], [0.95, 0.75, 0.1], [0.9, 0.45, 0.6]])  # re
 COOL = np.array([[0.15, 0.45, 0.95], [0.1, 0.8, 0.45], [0.45, 0.25, 0.9]])  # blue, green, violet
 
 
-def _mask(kind: int, cy: float, cx: float, r: float, angle: float) -> np.ndarray:
-    """Boolean [32, 32] mask of the shape ``kind`` (0 disc, 1 square, 2 triangle, 3 cross, 4 ring)."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
+def shape_mask(kind: int, cy: float, cx: float, r: float, angle: float, size: int = SIZE) -> np.ndarray:
+    """Boolean [size, size] mask of the shape ``kind`` (0 disc, 1 square, 2 triangle, 3 cross, 4 ring)
+    of radius ``r`` centred at pixel coordinates (cy, cx), rotated by ``angle``."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     dy, dx = yy - cy, xx - cx
     c, s = np.cos(angle), np.sin(angle)
     u, v = c * dx + s * dy, -s * dx + c * dy  # rotated coordinates
@@ -52,7 +53,8 @@ def make(count: int, rng: np.random.Generator, noise: float) -> tuple[np.ndarray
         family = WARM if label < 5 else COOL
         colour = family[rng.integers(0, 3)] + rng.normal(0, 0.06, 3)
         background = rng.uniform(0.0, 0.3, 3)
-        mask = _mask(int(label) % 5, rng.uniform(8, 24), rng.uniform(8, 24), rng.uniform(6, 11), rng.uniform(0, np.pi))
+        mask = shape_mask(int(label) % 5, rng.uniform(8, 24), rng.uniform(8, 24), rng.uniform(6, 11),
+                          rng.uniform(0, np.pi))
         img = np.where(mask[None], colour[:, None, None], background[:, None, None])
         x[i] = np.clip(img + rng.normal(0, noise, img.shape), 0.0, 1.0)
     return x, y

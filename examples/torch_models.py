@@ -103,3 +103,76 @@ class ResNet18(nn.Module):
         x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
         x = self.avgpool(self.layers(x))
         return self.fc(torch.flatten(x, 1))
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1, kernel: int = 3) -> list:
+    pad = dilation * (kernel // 2)
+    return [nn.Conv2d(cin, cout, kernel, stride, pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class ASPP(nn.Module):
+    """DeepLabv3's atrous spatial pyramid pooling: a 1x1 branch, three dilated 3x3 branches,
+    a global-average-pooling branch (1x1 conv on the pooled features, upsampled back
+    bilinearly), concatenated and projected by a 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, dilations=(2, 4, 6)):
+        super().__init__()
+        self.branches = nn.ModuleList([nn.Sequential(*_conv_bn_relu(cin, cout, kernel=1))] +
+                                      [nn.Sequential(*_conv_bn_relu(cin, cout, dilation=d)) for d in dilations])
+        self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), *_conv_bn_relu(cin, cout, kernel=1))
+        self.project = nn.Sequential(*_conv_bn_relu(cout * (len(dilations) + 2), cout, kernel=1))
+
+    def forward(self, x):
+        outs = [b(x) for b in self.branches]
+        outs.append(nn.functional.interpolate(self.pooled(x), size=x.shape[-2:], mode="bilinear",
+                                              align_corners=False))
+        return self.project(torch.cat(outs, 1))
+
+
+class DeepLabSmall(nn.Module):
+    """A DeepLab-style segmenter for small images: a backbone of 3x3 conv-BN-ReLU layers down to
+    1/4 resolution, an ASPP, a 1x1 classifier, and bilinear upsampling of the logits to the input
+    size (logits [N, classes, H, W])."""
+
+    def __init__(self, classes: int = 5, width: int = 32):
+        super().__init__()
+        w = width
+        self.backbone = nn.Sequential(*_conv_bn_relu(3, w), *_conv_bn_relu(w, w, stride=2),
+                                      *_conv_bn_relu(w, 2 * w), *_conv_bn_relu(2 * w, 2 * w, stride=2),
+                                      *_conv_bn_relu(2 * w, 2 * w))
+        self.aspp = ASPP(2 * w, w)
+        self.classifier = nn.Conv2d(w, classes, 1)
+
+    def forward(self, x):
+        logits = self.classifier(self.aspp(self.backbone(x)))
+        return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ResidualBlock(nn.Module):
+    """EDSR's residual block (with BatchNorm, which the Boolean lowering removes): x + conv-BN-ReLU-conv-BN(x)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn_relu(width, width), nn.Conv2d(width, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class EDSRSmall(nn.Module):
+    """An EDSR-style x``scale`` super-resolution network: a 3x3 head conv, residual blocks, a
+    3x3 conv to 3·scale² channels and a pixel shuffle, added to the bilinear upsampling of the
+    input (the network learns the missing detail)."""
+
+    def __init__(self, scale: int = 2, width: int = 32, blocks: int = 4):
+        super().__init__()
+        self.scale = scale
+        self.head = nn.Conv2d(3, width, 3, 1, 1)
+        self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
+        self.tail = nn.Sequential(nn.Conv2d(width, 3 * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+
+    def forward(self, x):
+        h = self.head(x)
+        up = nn.functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return self.tail(h + self.body(h)) + up

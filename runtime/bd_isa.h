@@ -6,7 +6,8 @@
  * compiled only when this header selects that ISA; nothing else in the runtime tests an
  * ISA macro. Exactly one ISA is selected, from the compiler's target macros:
  *
- *   BD_ISA_AVX512    AVX-512F + VPOPCNTDQ (-march=native on such a CPU, -mavx512vpopcntdq)
+ *   BD_ISA_AVX512    AVX-512F, BW, VL, VPOPCNTDQ and VNNI (-march=native on such a CPU: every
+ *                    CPU with VPOPCNTDQ and BW has VNNI, Ice Lake and Zen 4 on; the isa="avx512" flags)
  *   BD_ISA_AVX2      AVX2 + FMA + POPCNT without VPOPCNTDQ (-march=native on a Haswell or
  *                    Zen CPU, -mavx2 -mfma -mpopcnt)
  *   BD_ISA_NEON      aarch64 (Advanced SIMD is part of the base ISA: any aarch64 compiler)
@@ -21,7 +22,8 @@
  *                            ([K][M] words, columns zero-padded to a multiple of BD_BT_PAD);
  *                            0: as rows, B[m * ldb + k].
  *
- * The tile shapes (BD_QUAD, BD_FQUAD x BD_FM, BD_MR x BD_NR) are the same for every ISA:
+ * The tile shapes (BD_QUAD, BD_FQUAD x BD_FM, BD_MR x BD_NR) and the integer panels' groups
+ * (BD_IG16, BD_IG8) are the same for every ISA:
  * the scratch formulas depend on them (and boldc/backend/kernels.py and grad_kernels.py
  * mirror those); an ISA with narrower registers covers a tile with several of them.
  *
@@ -36,7 +38,7 @@
 
 /* ---- selection ----------------------------------------------------------------------- */
 #if !defined(BD_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512VPOPCNTDQ__)
+    defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VNNI__)
 #define BD_ISA_AVX512 1
 #define BD_SIMD_NAME "avx512-vpopcntdq"
 #define BD_ISA_BGEMM_TRANSPOSED 1
@@ -59,8 +61,10 @@
 #define BD_BT_PAD 8  /* transposed filter columns are zero-padded to a multiple of this */
 #define BD_FQUAD 4   /* bd_isa_fgemm4: rows ... */
 #define BD_FM 32     /* ... x output channels */
-#define BD_MR 8      /* bd_isa_sgemm_tile: rows of an A micro-panel ... */
+#define BD_MR 8      /* bd_isa_sgemm_tile and bd_isa_igemm_*: rows of an A micro-panel ... */
 #define BD_NR 32     /* ... x columns of a B panel */
+#define BD_IG16 2    /* bd_isa_igemm_i16: k values per 4-byte group of a panel (int16 pairs) */
+#define BD_IG8 4     /* bd_isa_igemm_i8: k values per 4-byte group (bytes) */
 #define BD_DQ 4      /* bd_isa_dgemm4_*: rows ... */
 #define BD_DN 32     /* ... x columns, double accumulators */
 
@@ -102,12 +106,6 @@ void bd_isa_fgemm4(const float *A, int K, const float *Wt, long ldt, float *out)
 void bd_isa_sgemm_tile(int kc, const float *Ap, long ars, long aks, const float *Bp, float *C, long ldc, int rows,
                        int cols, double alpha, int add);
 
-/* The BD_MR x BD_NR tile acc[r * BD_NR + j] = sum_k A(r, k) * Bp[k * BD_NR + j] of
- * bd_isa_sgemm_tile, left in acc for the driver (the exact integer sums of bd_grad.c: every
- * product and partial sum is an integer of magnitude at most 2^24, so any order and any fusing
- * gives them). */
-void bd_isa_sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc);
-
 /* Double GEMMs in a fixed order (common.matmul_in_order): for r < BD_DQ, j < BD_DN,
  * out[r * BD_DN + j] = the sum over k = 0, 1, ..., K - 1 of (double)A(r, k) * B(k, j), each
  * step acc = acc + product (the product of two f32 or +-1 values is exact; one rounding per
@@ -120,6 +118,23 @@ void bd_isa_dgemm4_f32(int K, const float *A, long ars, long aks, int rows, cons
                        double *out);
 void bd_isa_dgemm4_b1(int K, const float *A, long ars, long aks, int rows, const uint64_t *B, long ldw, long j0,
                       double *out);
+
+/* ---- integer GEMMs (the exact sums of integer signals against e = +-1, bd_gemm.c) ----------- */
+
+/* The BD_MR x BD_NR tile T(r, j) = sum_k A(r, k) * B(k, j) over kg groups of k, in int32
+ * (exact: the driver keeps every sum in range), and its rows x cols corner (1..BD_MR,
+ * 1..BD_NR) into C: C[r * ldc + j] = T(r, j), or += when add. The panels are arrays of 4-byte
+ * groups, element k of a group at k % (its size): row r's group q of A is group r * ars +
+ * q * aks of Ap, column j's group q of B is group q * BD_NR + j of Bp. All BD_MR rows of A
+ * are readable.
+ *   _i16: int16 A (the signal) and B (e: -1, 0 or 1), BD_IG16 values per group;
+ *   _i8:  BD_IG8 values per group: A as the bytes a = z + 128 of the int8 signal z, B as
+ *         int8 e; bsum[j] = sum_k B(k, j), and the tile is sum_k z * e = sum_k a * e -
+ *         128 * bsum[j] (the unsigned-by-signed form of vpdpbusd and vpmaddubsw). */
+void bd_isa_igemm_i16(int kg, const void *Ap, long ars, long aks, const void *Bp, int32_t *C, long ldc, int rows,
+                      int cols, int add);
+void bd_isa_igemm_i8(int kg, const void *Ap, long ars, long aks, const void *Bp, const int32_t *bsum, int32_t *C,
+                     long ldc, int rows, int cols, int add);
 
 /* ---- threshold packers ------------------------------------------------------------------ */
 
@@ -207,6 +222,55 @@ static inline void bd_dgemm_rows(const float *A, long ars, int rows, const float
 {
     for (int r = 0; r < BD_DQ; ++r) a[r] = A + (r < rows ? r : 0) * ars;
 }
+
+/* C (rows x cols, rows ldc apart) = the integer tile acc (rows lda apart), or += when add. */
+static inline void bd_igemm_store(const int32_t *acc, long lda, int32_t *C, long ldc, int rows, int cols, int add)
+{
+    for (int r = 0; r < rows; ++r) {
+        int32_t *c = C + r * ldc;
+        const int32_t *a = acc + r * lda;
+        if (add) for (int j = 0; j < cols; ++j) c[j] += a[j];
+        else for (int j = 0; j < cols; ++j) c[j] = a[j];
+    }
+}
+
+/* An integer tile (bd_isa_igemm_*) as four blocks of 4 rows x 16 columns, for an ISA whose
+ * registers hold one: block(kg, A at the block's first row, ars, aks, B at its first
+ * column, bsum at its first column, out, ldo, add) puts the block into out (rows ldo apart).
+ * A block wholly outside the corner is not computed; one cut by it goes through the stack. */
+typedef void (*bd_iblock_fn)(int kg, const unsigned char *A, long ars, long aks, const unsigned char *B,
+                             const int32_t *bsum, int32_t *out, long ldo, int add);
+
+static inline void bd_igemm_blocks(bd_iblock_fn block, int kg, const void *Ap, long ars, long aks, const void *Bp,
+                                   const int32_t *bsum, int32_t *C, long ldc, int rows, int cols, int add)
+{
+    for (int r0 = 0; r0 < rows; r0 += 4)
+        for (int j0 = 0; j0 < cols; j0 += 16) {
+            const unsigned char *A = (const unsigned char *)Ap + 4 * r0 * ars, *B = (const unsigned char *)Bp + 4 * j0;
+            const int32_t *s = bsum ? bsum + j0 : NULL;
+            if (rows - r0 >= 4 && cols - j0 >= 16) {
+                block(kg, A, ars, aks, B, s, C + r0 * ldc + j0, ldc, add);
+            } else {
+                int32_t part[4 * 16];
+                block(kg, A, ars, aks, B, s, part, 16, 0);
+                bd_igemm_store(part, 16, C + r0 * ldc + j0, ldc, rows - r0 < 4 ? rows - r0 : 4,
+                               cols - j0 < 16 ? cols - j0 : 16, add);
+            }
+        }
+}
+
+/* The two integer kernels of an ISA that covers the tile with 4 x 16 blocks. */
+#define BD_IGEMM_FROM_BLOCKS(block_i16, block_i8)                                                         \
+    void bd_isa_igemm_i16(int kg, const void *Ap, long ars, long aks, const void *Bp, int32_t *C, long ldc,  \
+                          int rows, int cols, int add)                                                    \
+    {                                                                                                     \
+        bd_igemm_blocks(block_i16, kg, Ap, ars, aks, Bp, NULL, C, ldc, rows, cols, add);                  \
+    }                                                                                                     \
+    void bd_isa_igemm_i8(int kg, const void *Ap, long ars, long aks, const void *Bp, const int32_t *bsum,    \
+                         int32_t *C, long ldc, int rows, int cols, int add)                               \
+    {                                                                                                     \
+        bd_igemm_blocks(block_i8, kg, Ap, ars, aks, Bp, bsum, C, ldc, rows, cols, add);                   \
+    }
 
 /* C tile (rows x cols of BD_MR x BD_NR, acc rows BD_NR apart) = alpha * acc, or += when add. */
 static inline void bd_sgemm_store(const float *acc, float *C, long ldc, int rows, int cols, double alpha, int add)

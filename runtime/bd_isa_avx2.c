@@ -225,7 +225,7 @@ void bd_isa_fgemm4(const float *A, int K, const float *Wt, long ldt, float *out)
 
 /* The 8 x 32 tile as four 4 x 16 blocks (16 ymm would not hold the whole tile). Rows of
  * A past `rows` are readable (packed panels), so every block is computed. */
-void bd_isa_sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
+static void sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
 {
     for (int r0 = 0; r0 < BD_MR; r0 += 4)
         for (int j0 = 0; j0 < BD_NR; j0 += 16)
@@ -236,9 +236,95 @@ void bd_isa_sgemm_tile(int kc, const float *Ap, long ars, long aks, const float 
                        int cols, double alpha, int add)
 {
     float acc[BD_MR * BD_NR];
-    bd_isa_sgemm_acc(kc, Ap, ars, aks, Bp, acc);
+    sgemm_acc(kc, Ap, ars, aks, Bp, acc);
     bd_sgemm_store(acc, C, ldc, rows, cols, alpha, add);
 }
+
+/* ---- integer GEMMs: the 8 x 32 tile as four 4 x 16 blocks (no VNNI: Zen 3 and Haswell lack it) ---- */
+
+#define BD_S16_GROUPS 64 /* i8 groups per int16 accumulator: each adds at most 2 * 255, 64 * 510 < 2^15 */
+
+/* Group q of row r of an A panel (A at the block's first row), in every lane. */
+static inline __m256i a_group(const unsigned char *A, long ars, long aks, int r, int q)
+{
+    int32_t v;
+    memcpy(&v, A + 4 * (r * ars + q * aks), sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* c[r][h] += the products of groups q0 .. q1 - 1 of a block (B at its first column; two ymm of
+ * 8 columns per group, against each row's group broadcast): i16 by vpmaddwd (2 products per
+ * int32 lane) and vpaddd; i8 by vpmaddubsw (u8 x s8, pairs into int16 lanes: |sum| <= 510,
+ * no saturation) and vpaddw. */
+static inline void block_groups(int q0, int q1, const unsigned char *A, long ars, long aks, const unsigned char *B,
+                                int i8, __m256i c[4][2])
+{
+    for (int q = q0; q < q1; ++q) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i *)(B + 4 * BD_NR * q));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i *)(B + 4 * BD_NR * q + 32));
+        for (int r = 0; r < 4; ++r) {
+            const __m256i a = a_group(A, ars, aks, r, q);
+            if (i8) {
+                c[r][0] = _mm256_add_epi16(c[r][0], _mm256_maddubs_epi16(a, b0));
+                c[r][1] = _mm256_add_epi16(c[r][1], _mm256_maddubs_epi16(a, b1));
+            } else {
+                c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(a, b0));
+                c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(a, b1));
+            }
+        }
+    }
+}
+
+static inline void zero4x2(__m256i c[4][2])
+{
+    for (int r = 0; r < 4; ++r) c[r][0] = c[r][1] = _mm256_setzero_si256();
+}
+
+/* Row r of a block into out (rows ldo apart): the two int32 vectors (8 columns each), minus
+ * 128 * bsum for int8 (bsum set), added to out's when add. */
+static inline void put_row(int32_t *o, const int32_t *bsum, int add, __m256i v0, __m256i v1)
+{
+    if (bsum) {
+        v0 = _mm256_sub_epi32(v0, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)bsum), 7));
+        v1 = _mm256_sub_epi32(v1, _mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(bsum + 8)), 7));
+    }
+    if (add) {
+        v0 = _mm256_add_epi32(v0, _mm256_loadu_si256((const __m256i *)o));
+        v1 = _mm256_add_epi32(v1, _mm256_loadu_si256((const __m256i *)(o + 8)));
+    }
+    _mm256_storeu_si256((__m256i *)o, v0);
+    _mm256_storeu_si256((__m256i *)(o + 8), v1);
+}
+
+/* The int16 block's sums, 8 accumulators. */
+static void igemm4x16_i16(int kg, const unsigned char *A, long ars, long aks, const unsigned char *B,
+                          const int32_t *bsum, int32_t *out, long ldo, int add)
+{
+    __m256i c[4][2];
+    zero4x2(c);
+    block_groups(0, kg, A, ars, aks, B, 0, c);
+    for (int r = 0; r < 4; ++r) put_row(out + r * ldo, bsum, add, c[r][0], c[r][1]);
+}
+
+/* The same for int8 groups: int16 sums of BD_S16_GROUPS groups at a time, widened by vpmaddwd
+ * with ones into int32 sums. */
+static void igemm4x16_i8(int kg, const unsigned char *A, long ars, long aks, const unsigned char *B,
+                         const int32_t *bsum, int32_t *out, long ldo, int add)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i sums[4][2];
+    zero4x2(sums);
+    for (int q0 = 0; q0 < kg; q0 += BD_S16_GROUPS) {
+        __m256i c[4][2];
+        zero4x2(c);
+        block_groups(q0, imin(kg, q0 + BD_S16_GROUPS), A, ars, aks, B, 1, c);
+        for (int r = 0; r < 4; ++r)
+            for (int h = 0; h < 2; ++h) sums[r][h] = _mm256_add_epi32(sums[r][h], _mm256_madd_epi16(c[r][h], ones));
+    }
+    for (int r = 0; r < 4; ++r) put_row(out + r * ldo, bsum, add, sums[r][0], sums[r][1]);
+}
+
+BD_IGEMM_FROM_BLOCKS(igemm4x16_i16, igemm4x16_i8)
 
 /* ---- double GEMMs in k order: 4 rows x 8 columns in 8 ymm of 4 doubles per pass, a
  * multiplication and an addition per step (never fused) ---- */

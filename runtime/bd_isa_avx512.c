@@ -1,5 +1,5 @@
-/* The AVX-512 micro-kernels (bd_isa.h): AVX-512F + VPOPCNTDQ, 8 x 64-bit or 16 x 32-bit
- * lanes. Compiled only when bd_isa.h selects BD_ISA_AVX512.
+/* The AVX-512 micro-kernels (bd_isa.h): AVX-512F, BW, VL, VPOPCNTDQ and VNNI, 8 x 64-bit or
+ * 16 x 32-bit lanes. Compiled only when bd_isa.h selects BD_ISA_AVX512.
  *
  * Binary GEMM: the filters come transposed ([K][M], BD_ISA_BGEMM_TRANSPOSED), so a
  * 4-row x 32-channel register tile accumulates popcnt(xor(broadcast(a), b)) in 16 zmm
@@ -228,11 +228,77 @@ void bd_isa_sgemm_tile(int kc, const float *Ap, long ars, long aks, const float 
     bd_sgemm_store(acc, C, ldc, rows, cols, alpha, add);
 }
 
-void bd_isa_sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
+
+/* ---- integer GEMMs: VNNI dot products, 8 rows x 32 columns in 16 zmm of int32 ---- */
+
+/* Group q of row r of an A panel, in every lane (4 bytes: an int16 pair or 4 bytes). */
+BD_ALWAYS_INLINE __m512i a_group(const unsigned char *A, long ars, long aks, int r, int q)
 {
-    __m512 c0[BD_MR], c1[BD_MR];
-    sgemm_regs(kc, Ap, ars, aks, Bp, c0, c1);
-    sgemm_spill(c0, c1, acc);
+    int32_t v;
+    memcpy(&v, A + 4 * (r * ars + q * aks), sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+/* Row r's 32 sums (v0, v1) minus the correction (s0, s1) into o: the columns of m0, m1. */
+BD_ALWAYS_INLINE void put_row(int32_t *o, __mmask16 m0, __mmask16 m1, int add, __m512i v0, __m512i v1, __m512i s0,
+                              __m512i s1)
+{
+    v0 = _mm512_sub_epi32(v0, s0);
+    v1 = _mm512_sub_epi32(v1, s1);
+    if (add) {
+        v0 = _mm512_add_epi32(v0, _mm512_maskz_loadu_epi32(m0, o));
+        v1 = _mm512_add_epi32(v1, _mm512_maskz_loadu_epi32(m1, o + 16));
+    }
+    _mm512_mask_storeu_epi32(o, m0, v0);
+    _mm512_mask_storeu_epi32(o + 16, m1, v1);
+}
+
+/* The 8 x 32 tile: per group, two zmm of B (16 columns x one group each) against each row's
+ * group broadcast; i8 with vpdpbusd (4 products u8 x s8 per int32 lane, then - 128 * bsum),
+ * i16 with vpdpwssd (2 products s16 x s16 per lane); then the corner, masked, into C. The
+ * accumulator arrays stay in this one function (passed to another, they would be kept on the
+ * stack). */
+BD_ALWAYS_INLINE void igemm_tile(int kg, const unsigned char *A, long ars, long aks, const unsigned char *B,
+                                 const int32_t *bsum, int32_t *C, long ldc, int rows, int cols, int add, int i8)
+{
+    __m512i c0[BD_MR], c1[BD_MR];
+    for (int r = 0; r < BD_MR; ++r) {
+        c0[r] = _mm512_setzero_si512();
+        c1[r] = _mm512_setzero_si512();
+    }
+    for (int q = 0; q < kg; ++q) {
+        const __m512i b0 = _mm512_loadu_si512((const void *)(B + 4 * BD_NR * q));
+        const __m512i b1 = _mm512_loadu_si512((const void *)(B + 4 * BD_NR * q + 64));
+        for (int r = 0; r < BD_MR; ++r) {
+            const __m512i a = a_group(A, ars, aks, r, q);
+            if (i8) {
+                c0[r] = _mm512_dpbusd_epi32(c0[r], a, b0);
+                c1[r] = _mm512_dpbusd_epi32(c1[r], a, b1);
+            } else {
+                c0[r] = _mm512_dpwssd_epi32(c0[r], a, b0);
+                c1[r] = _mm512_dpwssd_epi32(c1[r], a, b1);
+            }
+        }
+    }
+    const __m512i s0 = i8 ? _mm512_slli_epi32(_mm512_loadu_si512((const void *)bsum), 7) : _mm512_setzero_si512();
+    const __m512i s1 = i8 ? _mm512_slli_epi32(_mm512_loadu_si512((const void *)(bsum + 16)), 7)
+                          : _mm512_setzero_si512();
+    const __mmask16 m0 = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1u);
+    const __mmask16 m1 = cols >= 32 ? (__mmask16)0xffff : (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1u : 0u);
+    for (int r = 0; r < BD_MR; ++r)
+        if (r < rows) put_row(C + r * ldc, m0, m1, add, c0[r], c1[r], s0, s1);
+}
+
+void bd_isa_igemm_i16(int kg, const void *Ap, long ars, long aks, const void *Bp, int32_t *C, long ldc, int rows,
+                      int cols, int add)
+{
+    igemm_tile(kg, (const unsigned char *)Ap, ars, aks, (const unsigned char *)Bp, NULL, C, ldc, rows, cols, add, 0);
+}
+
+void bd_isa_igemm_i8(int kg, const void *Ap, long ars, long aks, const void *Bp, const int32_t *bsum, int32_t *C,
+                     long ldc, int rows, int cols, int add)
+{
+    igemm_tile(kg, (const unsigned char *)Ap, ars, aks, (const unsigned char *)Bp, bsum, C, ldc, rows, cols, add, 1);
 }
 
 /* ---- double GEMMs in k order: 4 rows x 32 columns in 16 zmm of 8 doubles; a multiplication

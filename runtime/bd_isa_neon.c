@@ -145,7 +145,7 @@ void bd_isa_fgemm4(const float *A, int K, const float *Wt, long ldt, float *out)
 }
 
 /* The 8 x 32 tile as four 4 x 16 blocks. Rows of A past `rows` are readable (packed panels). */
-void bd_isa_sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
+static void sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
 {
     for (int r0 = 0; r0 < BD_MR; r0 += 4)
         for (int j0 = 0; j0 < BD_NR; j0 += 16)
@@ -156,9 +156,139 @@ void bd_isa_sgemm_tile(int kc, const float *Ap, long ars, long aks, const float 
                        int cols, double alpha, int add)
 {
     float acc[BD_MR * BD_NR];
-    bd_isa_sgemm_acc(kc, Ap, ars, aks, Bp, acc);
+    sgemm_acc(kc, Ap, ars, aks, Bp, acc);
     bd_sgemm_store(acc, C, ldc, rows, cols, alpha, add);
 }
+
+/* ---- integer GEMMs: the 8 x 32 tile as four 4 x 16 blocks, 16 accumulators of 4 int32 ---- */
+
+/* Group q of rows 0..3 of an A panel (A at the block's first row) as one vector: row r's 4
+ * bytes in lanes 4r .. 4r + 3. */
+static inline uint8x16_t a_groups(const unsigned char *A, long ars, long aks, int q)
+{
+    uint32_t v[4];
+    for (int r = 0; r < 4; ++r) memcpy(v + r, A + 4 * (r * ars + q * aks), 4);
+    return vreinterpretq_u8_u32(vld1q_u32(v));
+}
+
+/* acc[r][c] (columns 4c .. 4c + 3) += b (8 columns: lo = 0..3 of the pair, hi = 4..7) times lane L of a. */
+#define BD_MLAL(acc, c, b, a, L)                                                   \
+    do {                                                                           \
+        acc[c] = vmlal_laneq_s16(acc[c], vget_low_s16(b), a, L);                   \
+        acc[(c) + 1] = vmlal_high_laneq_s16(acc[(c) + 1], b, a, L);                \
+    } while (0)
+
+/* The same for the int8 signal: z = a - 128 (a's top bit flipped), as int8. */
+static inline int8x16_t z_groups(const unsigned char *A, long ars, long aks, int q)
+{
+    return vreinterpretq_s8_u8(veorq_u8(a_groups(A, ars, aks, q), vdupq_n_u8(0x80)));
+}
+
+static inline void zero4x4(int32x4_t c[4][4])
+{
+    for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) c[r][q] = vdupq_n_s32(0);
+}
+
+/* The block into out (rows ldo apart), added to out's when add. */
+static inline void store4x16(int32x4_t c[4][4], int32_t *out, long ldo, int add)
+{
+    for (int r = 0; r < 4; ++r)
+        for (int q = 0; q < 4; ++q) {
+            int32_t *o = out + r * ldo + 4 * q;
+            vst1q_s32(o, add ? vaddq_s32(c[r][q], vld1q_s32(o)) : c[r][q]);
+        }
+}
+
+/* A 4 x 16 block (bd_iblock_fn): 16 accumulators, STEP() adds group q's products, then the
+ * block is stored. NEON's forms are signed x signed, so no column sums are needed. */
+#define BD_NEON_BLOCK(name, STEP)                                                                  \
+    static void name(int kg, const unsigned char *A, long ars, long aks, const unsigned char *B,   \
+                     const int32_t *bsum, int32_t *out, long ldo, int add)                         \
+    {                                                                                              \
+        int32x4_t c[4][4];                                                                         \
+        (void)bsum;                                                                                \
+        zero4x4(c);                                                                                \
+        for (int q = 0; q < kg; ++q) STEP();                                                       \
+        store4x16(c, out, ldo, add);                                                               \
+    }
+
+/* int16 groups: vld2q splits each 8 columns' pairs into the k-even and k-odd values; row r's
+ * pair is lanes 2r, 2r + 1 of a; vmlal (int16 x int16 widened into int32). */
+#define BD_ROW16(r)                                  \
+    BD_MLAL(c[r], 0, lo.val[0], a, 2 * (r));         \
+    BD_MLAL(c[r], 0, lo.val[1], a, 2 * (r) + 1);     \
+    BD_MLAL(c[r], 2, hi.val[0], a, 2 * (r));         \
+    BD_MLAL(c[r], 2, hi.val[1], a, 2 * (r) + 1)
+#define BD_I16_STEP()                                                            \
+    do {                                                                         \
+        const int16_t *b = (const int16_t *)(B + 4 * BD_NR * q);                 \
+        const int16x8x2_t lo = vld2q_s16(b), hi = vld2q_s16(b + 16);             \
+        const int16x8_t a = vreinterpretq_s16_u8(a_groups(A, ars, aks, q));      \
+        BD_ROW16(0);                                                             \
+        BD_ROW16(1);                                                             \
+        BD_ROW16(2);                                                             \
+        BD_ROW16(3);                                                             \
+    } while (0)
+BD_NEON_BLOCK(igemm4x16_i16, BD_I16_STEP)
+#undef BD_ROW16
+#undef BD_I16_STEP
+
+#if defined(__ARM_FEATURE_DOTPROD)
+/* int8 groups with the dot product (armv8.2-a+dotprod): SDOT adds 4 products s8 x s8 per
+ * int32 lane (4 columns' groups against row r's, lane r of z). */
+#define BD_DOT(r)                                      \
+    c[r][0] = vdotq_laneq_s32(c[r][0], b0, z, r);      \
+    c[r][1] = vdotq_laneq_s32(c[r][1], b1, z, r);      \
+    c[r][2] = vdotq_laneq_s32(c[r][2], b2, z, r);      \
+    c[r][3] = vdotq_laneq_s32(c[r][3], b3, z, r)
+#define BD_I8_STEP()                                                                                      \
+    do {                                                                                                  \
+        const int8_t *b = (const int8_t *)(B + 4 * BD_NR * q);                                            \
+        const int8x16_t z = z_groups(A, ars, aks, q);                                                     \
+        const int8x16_t b0 = vld1q_s8(b), b1 = vld1q_s8(b + 16), b2 = vld1q_s8(b + 32), b3 = vld1q_s8(b + 48); \
+        BD_DOT(0);                                                                                        \
+        BD_DOT(1);                                                                                        \
+        BD_DOT(2);                                                                                        \
+        BD_DOT(3);                                                                                        \
+    } while (0)
+BD_NEON_BLOCK(igemm4x16_i8, BD_I8_STEP)
+#undef BD_DOT
+#undef BD_I8_STEP
+#else
+/* int8 groups in the base ISA: vld4q splits 16 columns' groups into their 4 slots, z and the
+ * slots are widened to int16, then vmlal as for int16 (row r, slot t: lane 4 (r % 2) + t of
+ * the rows' low or high half; lanes must be constants, hence the slots spelt out). */
+#define BD_SLOT(T)                                                                  \
+    do {                                                                            \
+        const int16x8_t lo = vmovl_s8(vget_low_s8(b.val[T])), hi = vmovl_high_s8(b.val[T]); \
+        BD_MLAL(c[0], 0, lo, z01, T);                                               \
+        BD_MLAL(c[0], 2, hi, z01, T);                                               \
+        BD_MLAL(c[1], 0, lo, z01, 4 + T);                                           \
+        BD_MLAL(c[1], 2, hi, z01, 4 + T);                                           \
+        BD_MLAL(c[2], 0, lo, z23, T);                                               \
+        BD_MLAL(c[2], 2, hi, z23, T);                                               \
+        BD_MLAL(c[3], 0, lo, z23, 4 + T);                                           \
+        BD_MLAL(c[3], 2, hi, z23, 4 + T);                                           \
+    } while (0)
+#define BD_I8_STEP()                                                                \
+    do {                                                                            \
+        const int8x16x4_t b = vld4q_s8((const int8_t *)(B + 4 * BD_NR * q));        \
+        const int8x16_t z = z_groups(A, ars, aks, q);                               \
+        const int16x8_t z01 = vmovl_s8(vget_low_s8(z)), z23 = vmovl_high_s8(z);     \
+        BD_SLOT(0);                                                                 \
+        BD_SLOT(1);                                                                 \
+        BD_SLOT(2);                                                                 \
+        BD_SLOT(3);                                                                 \
+    } while (0)
+BD_NEON_BLOCK(igemm4x16_i8, BD_I8_STEP)
+#undef BD_SLOT
+#undef BD_I8_STEP
+#endif
+#undef BD_MLAL
+#undef BD_NEON_BLOCK
+
+BD_IGEMM_FROM_BLOCKS(igemm4x16_i16, igemm4x16_i8)
 
 /* ---- double GEMMs in k order: 4 rows x 8 columns in 16 registers of 2 doubles per pass, a
  * multiplication and an addition per step (vmulq then vaddq: never fused) ---- */

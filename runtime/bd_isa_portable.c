@@ -74,7 +74,7 @@ void bd_isa_fgemm4(const float *A, int K, const float *Wt, long ldt, float *out)
     memcpy(out + 3 * BD_FM, c3, sizeof c3);
 }
 
-void bd_isa_sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
+static void sgemm_acc(int kc, const float *Ap, long ars, long aks, const float *Bp, float *acc)
 {
     for (int i = 0; i < BD_MR * BD_NR; ++i) acc[i] = 0.0f;
     for (int k = 0; k < kc; ++k) {
@@ -91,8 +91,64 @@ void bd_isa_sgemm_tile(int kc, const float *Ap, long ars, long aks, const float 
                        int cols, double alpha, int add)
 {
     float acc[BD_MR * BD_NR];
-    bd_isa_sgemm_acc(kc, Ap, ars, aks, Bp, acc);
+    sgemm_acc(kc, Ap, ars, aks, Bp, acc);
     bd_sgemm_store(acc, C, ldc, rows, cols, alpha, add);
+}
+
+/* Group q of a B panel as rows of int16, b[t][j] = slot t of column j (int16 or int8 values),
+ * so that every product is a plain multiply-add along a row (a loop the compiler vectorises),
+ * shared by the BD_MR rows of A. */
+static void group_rows(const void *Bp, int wide, int q, int16_t b[][BD_NR])
+{
+    const int g = wide ? BD_IG16 : BD_IG8;
+    for (int j = 0; j < BD_NR; ++j)
+        for (int t = 0; t < g; ++t) {
+            const long i = ((long)q * BD_NR + j) * g + t;
+            b[t][j] = wide ? ((const int16_t *)Bp)[i] : ((const int8_t *)Bp)[i];
+        }
+}
+
+/* The int16 groups: int32 products and sums. */
+void bd_isa_igemm_i16(int kg, const void *Ap, long ars, long aks, const void *Bp, int32_t *C, long ldc, int rows,
+                      int cols, int add)
+{
+    const int16_t *A = (const int16_t *)Ap;
+    int32_t acc[BD_MR * BD_NR] = {0};
+    for (int q = 0; q < kg; ++q) {
+        int16_t b[BD_IG16][BD_NR];
+        group_rows(Bp, 1, q, b);
+        for (int r = 0; r < BD_MR; ++r) {
+            const int16_t *a = A + (r * ars + q * aks) * BD_IG16;
+            const int32_t a0 = a[0], a1 = a[1];
+            int32_t *o = acc + r * BD_NR;
+            for (int j = 0; j < BD_NR; ++j) o[j] += a0 * b[0][j] + a1 * b[1][j];
+        }
+    }
+    bd_igemm_store(acc, BD_NR, C, ldc, rows, cols, add);
+}
+
+/* The int8 groups: the 4 products of a group, a (0..255) times e (-1, 0, 1), and their sum fit
+ * in int16 (at most 1020), so they are formed in int16 (narrow multiplies) and widened once
+ * per group into the int32 sums. */
+void bd_isa_igemm_i8(int kg, const void *Ap, long ars, long aks, const void *Bp, const int32_t *bsum, int32_t *C,
+                     long ldc, int rows, int cols, int add)
+{
+    const uint8_t *A = (const uint8_t *)Ap;
+    int32_t acc[BD_MR * BD_NR];
+    for (int r = 0; r < BD_MR; ++r)
+        for (int j = 0; j < BD_NR; ++j) acc[r * BD_NR + j] = -128 * bsum[j];
+    for (int q = 0; q < kg; ++q) {
+        int16_t b[BD_IG8][BD_NR];
+        group_rows(Bp, 0, q, b);
+        for (int r = 0; r < BD_MR; ++r) {
+            const uint8_t *a = A + (r * ars + q * aks) * BD_IG8;
+            const int16_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+            int32_t *o = acc + r * BD_NR;
+            for (int j = 0; j < BD_NR; ++j)
+                o[j] += (int16_t)(a0 * b[0][j] + a1 * b[1][j] + a2 * b[2][j] + a3 * b[3][j]);
+        }
+    }
+    bd_igemm_store(acc, BD_NR, C, ldc, rows, cols, add);
 }
 
 /* Row k of B as BD_DN doubles: f32 values (columns from cols on are 0), or e(bits j0..). */

@@ -122,23 +122,39 @@ void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v,
     }
 }
 
-void bd_softmax_xent_grad(long rows, int classes, const float *z, const int32_t *labels, int mean, float *dz)
+void bd_softmax_xent_grad_map(long outer, long inner, int classes, long pos_stride, long class_stride, const float *z,
+                              const int32_t *labels, int32_t ignore_index, int mean, float *dz)
 {
-    for (long r = 0; r < rows; ++r) {
-        const float *zr = z + r * classes;
-        float *o = dz + r * classes;
-        double top = classes > 0 ? (double)zr[0] : 0.0; /* numpy's max: the first NaN wins */
-        for (int c = 1; c < classes; ++c) {
-            const double v = (double)zr[c];
-            if (top == top && (v > top || v != v)) top = v;
-        }
-        double total = 0.0;
-        for (int c = 0; c < classes; ++c) total = total + bd_exp((double)zr[c] - top);
-        for (int c = 0; c < classes; ++c) {
-            double g = bd_exp((double)zr[c] - top) / total;
-            if (c == labels[r]) g = g - 1.0;
-            if (mean) g = g / (double)rows;
-            o[c] = (float)g;
+    long count = 0; /* what "mean" divides by: the labels that are not ignored */
+    for (long p = 0; p < outer * inner; ++p) count += labels[p] != ignore_index;
+    for (long k = 0; k < outer; ++k) {
+        for (long s = 0; s < inner; ++s) {
+            const long base = k * classes * inner + s * pos_stride;
+            const float *zr = z + base;
+            float *o = dz + base;
+            const int32_t label = labels[k * inner + s];
+            if (label == ignore_index) {
+                for (int c = 0; c < classes; ++c) o[c * class_stride] = 0.0f;
+                continue;
+            }
+            double top = classes > 0 ? (double)zr[0] : 0.0; /* numpy's max: the first NaN wins */
+            for (int c = 1; c < classes; ++c) {
+                const double v = (double)zr[c * class_stride];
+                if (top == top && (v > top || v != v)) top = v;
+            }
+            double total = 0.0;
+            for (int c = 0; c < classes; ++c) total = total + bd_exp((double)zr[c * class_stride] - top);
+            for (int c = 0; c < classes; ++c) {
+                double g = bd_exp((double)zr[c * class_stride] - top) / total;
+                if (c == label) g = g - 1.0;
+                if (mean) g = g / (double)count;
+                o[c * class_stride] = (float)g;
+            }
         }
     }
+}
+
+void bd_softmax_xent_grad(long rows, int classes, const float *z, const int32_t *labels, int mean, float *dz)
+{
+    bd_softmax_xent_grad_map(rows, 1, classes, classes, 1, z, labels, -1, mean, dz); /* -1: no label in range */
 }

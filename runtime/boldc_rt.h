@@ -272,9 +272,9 @@ void bd_linear_grad_w(const bd_lgrad *g, const bd_exec *ex, long rows, const flo
                       unsigned char *scratch);
 
 /* An integer signal dy (g->dy_type BD_I8 or BD_I16) with its power-of-two scale *dy_scale,
- * against b1 w (grad_x) or b1 x (grad_w): the sums are exact integers (float32 sums of
- * k-blocks of at most 512 terms, at most 2^24, added into int32 accumulators, or int64
- * ones where max reduction * max|dy| exceeds 2^31 - 1: see bd_grad.c), then
+ * against b1 w (grad_x) or b1 x (grad_w): the sums are exact integers (the integer GEMM
+ * kernels' int32 tiles of k-blocks, added into int32 accumulators, or int64 ones where max
+ * reduction * max|dy| exceeds 2^31 - 1: see bd_grad.c and bd_gemm.c), then
  * dx = (float)(((double)sum * dy_scale) * scale). */
 size_t bd_linear_grad_x_int_scratch(const bd_lgrad *g);
 void bd_linear_grad_x_int(const bd_lgrad *g, const bd_exec *ex, long rows, const void *dy, const uint64_t *w,
@@ -357,6 +357,12 @@ void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v,
  * e_c = bd_exp(z_c - max z), their sum in class order, dz_c = e_c / sum - [c = label], divided
  * by rows when mean; in double, rounded once. */
 void bd_softmax_xent_grad(long rows, int classes, const float *z, const int32_t *labels, int mean, float *dz);
+/* The same per position of dense logits: outer samples of inner positions each, position s of
+ * sample k at z + k*classes*inner + s*pos_stride, class c class_stride further ([N][C][L]: 1
+ * and L; channels-last [N][H*W][C]: C and 1), its label labels[k*inner + s]. A label equal to
+ * ignore_index gives dz 0 for every class; mean divides by the count of the other labels. */
+void bd_softmax_xent_grad_map(long outer, long inner, int classes, long pos_stride, long class_stride, const float *z,
+                              const int32_t *labels, int32_t ignore_index, int mean, float *dz);
 
 /* ---- batch normalisation in training (bd_norm.c, norm_ops) -------------------------------- */
 /* x [n][C][inner] (rank 2: inner 1; rank 3: row-major) or channels last [n][inner][C] (rank 4).

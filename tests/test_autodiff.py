@@ -63,6 +63,19 @@ def finite_difference_check(op_name, params, attrs=None, eps=1e-2, tol=2e-2):
 
 CONV = {"stride": [2, 1], "pad": [1, 0, 2, 1], "dilation": [1, 2], "groups": 2}
 POOL = {"kernel": [3, 2], "stride": [2, 2], "pad": [1, 0, 1, 1], "ceil_mode": True}
+TRANSPOSED = {"stride": [2, 3], "pad": [1, 0, 2, 1], "output_padding": [1, 2], "dilation": [1, 2], "groups": 2}
+SHUFFLE_RNG = np.random.default_rng(16)  # the transposed conv / pixel shuffle cases' own: RNG's draws stay as they were
+
+
+def dense_input(*shape) -> np.ndarray:
+    return SHUFFLE_RNG.standard_normal(shape).astype(np.float32)
+
+RESIZE_RNG = np.random.default_rng(17)  # the resize cases' own generator: the draws of RNG stay as they were
+
+
+def resize_input(*shape) -> np.ndarray:
+    return RESIZE_RNG.standard_normal(shape).astype(np.float32)
+
 
 FLOAT_CASES = [
     ("linear", [f32(3, 4), f32(5, 4), f32(5)], {}),
@@ -85,7 +98,8 @@ FLOAT_CASES = [
     # ops of the ONNX frontend's families
     ("leaky_relu", [f32(3, 5)], {"alpha": 0.2}),
     ("prelu", [f32(2, 3, 2, 2), f32(3, 1, 1)], {}),
-    ("clip", [f32(3, 5)], {"min": -0.5, "max": 0.7}),
+    # Inputs on a grid at least 0.01 from the bounds: a finite difference across a kink would fail.
+    ("clip", [np.linspace(-1.2, 1.3, 15, dtype=np.float32).reshape(3, 5)], {"min": -0.5, "max": 0.7}),
     ("sigmoid", [f32(3, 4)], {}),
     ("tanh", [f32(3, 4)], {}),
     ("log_softmax", [f32(3, 5)], {"axis": 1}),
@@ -93,6 +107,19 @@ FLOAT_CASES = [
     ("global_maxpool", [f32(2, 2, 3, 3)], {}),
     ("transpose", [f32(2, 3, 4)], {"perm": [2, 0, 1]}),
     ("pad", [f32(2, 3, 2)], {"pads": [0, 1, 0, 0, 2, 1], "value": 0.5}),
+    # dense prediction: transposed convolutions and pixel shuffles
+    ("conv_transpose2d", [dense_input(2, 4, 3, 4), dense_input(4, 3, 3, 2), dense_input(6)], TRANSPOSED),
+    ("conv_transpose2d", [dense_input(1, 3, 3, 3), dense_input(3, 2, 2, 2)], {"stride": [2, 2]}),
+    ("conv_transpose2d", [dense_input(1, 4, 2, 3), dense_input(4, 1, 3, 3), dense_input(4)],
+     {"pad": [1, 1, 1, 1], "groups": 4}),
+    ("depth_to_space", [dense_input(2, 8, 2, 3)], {"blocksize": 2}),
+    ("depth_to_space", [dense_input(1, 18, 2, 2)], {"blocksize": 3, "mode": "CRD"}),
+    ("space_to_depth", [dense_input(2, 2, 4, 6)], {"blocksize": 2, "mode": "CRD"}),
+    # resizing: bilinear up and down, nearest (a gather: linear in x as well)
+    ("resize", [resize_input(2, 3, 4, 5)], {"mode": "linear", "size": [7, 3]}),
+    ("resize", [resize_input(1, 2, 3, 3)], {"mode": "linear", "coordinate_transformation_mode": "align_corners",
+                                            "size": [5, 4]}),
+    ("resize", [resize_input(2, 2, 3, 4)], {"nearest_mode": "ceil", "size": [5, 3]}),
 ]
 
 
@@ -115,6 +142,53 @@ def test_mixed_weight_signal_is_product_with_input():
     _, grads = gradients(m, [target])
     dy = 2 * (y.astype(np.float64) - target)
     np.testing.assert_allclose(grads["p1"], -(dy.T @ x), rtol=1e-5, atol=1e-5)  # q = ∓ dyᵀ x (xor: -)
+
+
+def test_conv_transpose_gradients_match_torch_autograd():
+    """conv_transpose2d with asymmetric pads, output padding, dilation and groups: the forward
+    and dx, dW, db from @train_step against torch's conv_transpose2d and autograd in double
+    (torch pads symmetrically: computed unpadded, with the output padding the crop needs)."""
+    x, w, b = dense_input(2, 4, 3, 4), dense_input(4, 3, 3, 2), dense_input(6)
+    m = single_op_trainable("conv_transpose2d", [x, w, b], TRANSPOSED)
+    make_train_step(m, "loss=mse,reduction=sum")
+    y = boldc.interpret(m, [], "forward")
+    target = dense_input(*y.shape)
+    _, grads = gradients(m, [target])
+    pt, pl, pb, pr = TRANSPOSED["pad"]
+    extra = [max(0, o - p) for o, p in zip(TRANSPOSED["output_padding"], (pb, pr))]
+    tx, tw, tb = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w, b))
+    full = F.conv_transpose2d(tx, tw, None, stride=TRANSPOSED["stride"], output_padding=extra,
+                              dilation=TRANSPOSED["dilation"], groups=TRANSPOSED["groups"])
+    ty = full[:, :, pt:pt + y.shape[2], pl:pl + y.shape[3]] + tb.view(1, -1, 1, 1)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+    ((ty - torch.tensor(target, dtype=torch.float64)) ** 2).sum().backward()
+    for name, t in (("p0", tx), ("p1", tw), ("p2", tb)):
+        want = t.grad.numpy()
+        np.testing.assert_allclose(grads[name], want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=f"d/d@{name}")
+
+
+@pytest.mark.parametrize("mode,align_corners,size", [("nearest", None, (8, 6)), ("nearest", None, (2, 9)),
+                                                    ("bilinear", False, (7, 11)), ("bilinear", False, (2, 2)),
+                                                    ("bilinear", True, (7, 2)), ("bilinear", True, (1, 5))])
+def test_resize_gradient_matches_torch_interpolate(mode, align_corners, size):
+    """resize_grad from @train_step against torch autograd of F.interpolate in double: nearest is
+    PyTorch's floor(o · in/out) (asymmetric, floor; sizes where its float computation is exact),
+    bilinear without align_corners is half_pixel (PyTorch clamps negative coordinates to 0 as the
+    op does), with align_corners align_corners."""
+    x = resize_input(2, 3, 4, 3)
+    coord = {None: "asymmetric", False: "half_pixel", True: "align_corners"}[align_corners]
+    attrs = {"mode": "nearest" if mode == "nearest" else "linear", "coordinate_transformation_mode": coord,
+             "nearest_mode": "floor", "size": list(size)}
+    m = single_op_trainable("resize", [x], attrs)
+    make_train_step(m, "loss=mse,reduction=sum")
+    y = boldc.interpret(m, [], "forward")
+    target = resize_input(*y.shape)
+    _, grads = gradients(m, [target])
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ty = F.interpolate(tx, size=size, mode=mode, align_corners=align_corners)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-6)
+    ((ty - torch.tensor(target, dtype=torch.float64)) ** 2).sum().backward()
+    np.testing.assert_allclose(grads["p0"], tx.grad.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_fan_out_sums_with_add():
@@ -372,8 +446,8 @@ def test_second_autodiff_is_refused():
 
 
 def test_loss_needs_matching_prediction():
-    m = Module()
-    fb = FunctionBuilder(m, "forward", [("x", tensor("f32", "N", 2, 3))])
+    m = Module()  # rank 5: softmax_xent takes logits [N, C, *spatial] with spatial rank 0 to 2
+    fb = FunctionBuilder(m, "forward", [("x", tensor("f32", "N", 2, 3, 1, 1))])
     fb.ret(fb.op("relu", [fb.args[0]]))
     with pytest.raises(BoldcError, match="softmax_xent does not apply"):
         make_train_step(m)

@@ -18,7 +18,7 @@ from boldc.backend.emitters import EMITTERS
 
 from backend_check import VARIANTS, check_all, compile_variant
 from opbuild import single_op
-from train_cases import TRAIN_CASES
+from train_cases import TRAIN_CASES, TRANSPOSED_GEOMS, resize_attrs, transposed_attrs
 
 BATCH = 6
 
@@ -193,7 +193,113 @@ def op_cases():
             if src == "i16" and to == "i8":
                 continue  # integer narrowing is refused by the op
             add("cast", [make()], attrs={"to": to})
+    dense_prediction_cases(add, B)
+    shuffle_and_transposed_conv_cases(add, B)
+    resize_cases(add, B)
     return cases
+
+
+def dense_prediction_cases(add, B):
+    """LRN, expand, concat of bits and integers, dilated convolutions (DeepLab's ASPP:
+    dilations past the map with padding = dilation, padding past the kernel's extent); a
+    generator of its own, so that the cases before keep their values."""
+    rng = np.random.default_rng(15)
+    for size, alpha, beta, bias in ((5, 1e-4, 0.75, 1.0), (3, 0.5, 0.6, 2.0), (4, 2.0, 1.5, 1.0), (1, 1.0, 0.5, 0.5),
+                                    (9, 0.3, 0.75, 1.0)):
+        add("lrn", [_floats(rng, B, 7, 3, 5) * 3], attrs={"size": size, "alpha": alpha, "beta": beta, "bias": bias})
+    add("lrn", [_bits(rng, B, 70, 2, 2)], attrs={"size": 5, "alpha": 1.0})
+    add("lrn", [_ints(rng, np.int16, B, 6, 5, lo=-300, hi=300)], attrs={"size": 3, "alpha": 1e-3})
+    add("lrn", [_floats(rng, B, 33)], attrs={"size": 6, "alpha": 0.1})
+    add("expand", [_bits(rng, B, 70, 1, 1)], attrs={"shape": ["N", 70, 3, 5]})
+    add("expand", [_floats(rng, B, 5, 1, 1)], attrs={"shape": ["N", 5, 4, 3]})
+    add("expand", [_ints(rng, np.int16, B, 1, 7)], attrs={"shape": ["N", 3, 7]})
+    add("expand", [_bits(rng, B, 1, 65)], attrs={"shape": [2, "N", 3, 65]})
+    add("concat", [_bits(rng, B, 70, 2, 2), _ints(rng, np.int16, B, 3, 2, 2), _bits(rng, B, 65, 2, 2)])
+    add("concat", [_ints(rng, np.int8, B, 5, 3), _bits(rng, B, 5, 3)], attrs={"axis": -1})
+    add("concat", [_bits(rng, B, 17, 3, 3), _bits(rng, B, 129, 3, 3), _bits(rng, B, 1, 3, 3)])
+    add("concat", [_ints(rng, np.int8, B, 9, 2, 2), _ints(rng, np.int32, B, 4, 2, 2, lo=-10**6, hi=10**6)])
+    geoms = [  # C, H, W, M, k, stride, pad, dilation, groups
+        (70, 5, 5, 9, (3, 3), (1, 1), (6, 6, 6, 6), (6, 6), 1),  # rate 6 past a 5x5 map
+        (33, 4, 6, 8, (3, 3), (1, 1), (12, 12, 12, 12), (12, 12), 1),  # rate 12
+        (65, 6, 6, 16, (3, 3), (1, 1), (18, 18, 18, 18), (18, 18), 1),  # rate 18
+        (64, 7, 7, 10, (3, 3), (1, 1), (2, 3, 2, 3), (2, 3), 1),  # both axes dilated, inside the map
+        (16, 9, 9, 8, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), 2),  # stride, dilation and groups
+        (5, 3, 3, 4, (1, 1), (1, 1), (2, 2, 2, 2), (1, 1), 1),  # padding past the kernel: outputs of padding only
+        (12, 3, 4, 6, (3, 3), (1, 1), (4, 5, 3, 4), (1, 1), 1),
+    ]
+    for i, g in enumerate(geoms):
+        c, h, w, m, k = g[:5]
+        for mode in ("false", "neutral"):
+            params = [_bits(rng, m, c // g[8], *k)] + ([_bits(rng, m)] if i % 2 else [])
+            add("bconv2d", [_bits(rng, B, c, h, w)], params,
+                {**_conv_attrs(g), "logic": "xor" if i % 3 == 0 else "xnor", "pad_mode": mode})
+        add("conv2d", [_floats(rng, B, c, h, w)], [_floats(rng, m, c // g[8], *k), _floats(rng, m)], _conv_attrs(g))
+        add("mconv2d", [_floats(rng, B, c, h, w)], [_bits(rng, m, c // g[8], *k)], {**_conv_attrs(g), "logic": "xor"})
+    aspp = _conv_attrs(geoms[0])  # fused: a dilated layer and its threshold or ReLU in one kernel
+    add("fused", [_bits(rng, B, 70, 5, 5)], [_bits(rng, 9, 70, 3, 3)],
+        {"body": [{"op": "bconv2d", "args": [0, 1], "attrs": aspp}, {"op": "threshold", "args": [-1], "attrs": {}}]})
+    add("fused", [_bits(rng, B, 64, 7, 7)], [_bits(rng, 10, 64, 3, 3), _bits(rng, 10)],
+        {"body": [{"op": "bconv2d", "args": [0, 1, 2], "attrs": {**_conv_attrs(geoms[3]), "pad_mode": "neutral"}},
+                  {"op": "threshold", "args": [-1], "attrs": {}}]})
+    add("fused", [_floats(rng, B, 5, 3, 3)], [_floats(rng, 4, 5, 1, 1), _floats(rng, 4)],
+        {"body": [{"op": "conv2d", "args": [0, 1, 2], "attrs": _conv_attrs(geoms[5])},
+                  {"op": "relu", "args": [-1], "attrs": {}}]})
+
+
+def shuffle_and_transposed_conv_cases(add, B):
+    """Pixel shuffles of every element type (b1 runs across word boundaries), both modes,
+    blocksizes 2 and 3; transposed convolutions: strides, pads, output padding, dilation,
+    groups (depthwise), with and without bias. A generator of its own."""
+    rng = np.random.default_rng(16)
+    add("depth_to_space", [_floats(rng, B, 12, 3, 2)], attrs={"blocksize": 2})
+    add("depth_to_space", [_floats(rng, B, 18, 2, 3)], attrs={"blocksize": 3, "mode": "CRD"})
+    add("depth_to_space", [_bits(rng, B, 280, 2, 3)], attrs={"blocksize": 2, "mode": "CRD"})  # 70 channels out
+    add("depth_to_space", [_bits(rng, B, 585, 2, 2)], attrs={"blocksize": 3})  # 65 channels out
+    add("depth_to_space", [_ints(rng, np.int16, B, 8, 3, 3)], attrs={"blocksize": 2, "mode": "CRD"})
+    add("space_to_depth", [_floats(rng, B, 3, 4, 6)], attrs={"blocksize": 2})
+    add("space_to_depth", [_floats(rng, B, 2, 6, 3)], attrs={"blocksize": 3, "mode": "CRD"})
+    add("space_to_depth", [_bits(rng, B, 70, 4, 2)], attrs={"blocksize": 2})  # 280 channels out
+    add("space_to_depth", [_bits(rng, B, 65, 3, 6)], attrs={"blocksize": 3, "mode": "CRD"})
+    add("space_to_depth", [_ints(rng, np.int8, B, 5, 2, 2)], attrs={"blocksize": 2})
+    for c, h, w, m, k, s, p, op, d, g, bias in TRANSPOSED_GEOMS:
+        params = [_floats(rng, c, m // g, *k)] + ([_floats(rng, m)] if bias else [])
+        add("conv_transpose2d", [_floats(rng, B, c, h, w)], params, transposed_attrs(s, p, op, d, g))
+    # fused, as a converted decoder has them: a Boolean conv whose bits are cast to ±1 for the
+    # transposed convolution, and the transposed convolution (a fusion head) with its ReLU
+    pad = {"pad": [1, 1, 1, 1]}
+    add("fused", [_bits(rng, B, 70, 3, 3)], [_bits(rng, 9, 70, 3, 3)],
+        {"body": [{"op": "bconv2d", "args": [0, 1], "attrs": pad}, {"op": "threshold", "args": [-1], "attrs": {}},
+                  {"op": "cast", "args": [-1], "attrs": {"to": "f32"}}]})
+    add("fused", [_floats(rng, B, 6, 3, 4)], [_floats(rng, 6, 5, 3, 3), _floats(rng, 5)],
+        {"body": [{"op": "conv_transpose2d", "args": [0, 1, 2], "attrs": {**pad, "stride": [2, 2],
+                                                                          "output_padding": [1, 0]}},
+                  {"op": "relu", "args": [-1], "attrs": {}}]})
+
+
+def resize_cases(add, B):
+    """resize: bilinear on f32 (up and down, scales and sizes, a map of one pixel), nearest as
+    a gather of f32, b1 (channel words copied: 70 and 130 channels) and integers; every
+    coordinate mode and nearest mode among them. A generator of its own."""
+    rng = np.random.default_rng(17)
+    add("resize", [_floats(rng, B, 5, 4, 7)], attrs=resize_attrs([9, 5], "linear"))
+    add("resize", [_floats(rng, B, 3, 5, 6)], attrs=resize_attrs([11, 2], "linear", "align_corners"))
+    add("resize", [_floats(rng, B, 4, 4, 5)], attrs=resize_attrs([10, 3], "linear", "pytorch_half_pixel",
+                                                                 scales=[2.5, 0.6]))
+    add("resize", [_floats(rng, B, 6, 1, 1)], attrs=resize_attrs([4, 3], "linear"))  # a pooled branch
+    add("resize", [_floats(rng, B, 2, 3, 3)], attrs=resize_attrs([4, 8], "linear", "half_pixel_symmetric",
+                                                                 scales=[1.5, 2.9]))
+    add("resize", [_floats(rng, B, 3, 3, 4)], attrs=resize_attrs([6, 8], coord="asymmetric", nearest="floor",
+                                                                 scales=[2.0, 2.0]))
+    add("resize", [_bits(rng, B, 70, 3, 5)], attrs=resize_attrs([7, 4], nearest="round_prefer_ceil"))
+    add("resize", [_bits(rng, B, 130, 2, 2)], attrs=resize_attrs([5, 3], coord="align_corners"))
+    add("resize", [_ints(rng, np.int16, B, 9, 4, 4)], attrs=resize_attrs([2, 7], coord="half_pixel_symmetric",
+                                                                         nearest="ceil"))
+    add("resize", [_ints(rng, np.int8, B, 5, 3, 2)], attrs=resize_attrs([6, 5], coord="tf_half_pixel_for_nn"))
+
+
+def _conv_attrs(g) -> dict:
+    """stride, pad, dilation, groups of a geometry row (C, H, W, M, k, stride, pad, dilation, groups)."""
+    return {"stride": list(g[5]), "pad": list(g[6]), "dilation": list(g[7]), "groups": g[8]}
 
 
 CASES = op_cases()
@@ -223,6 +329,8 @@ def static_cases():
         add("threshold", [_ints(rng, np.int16, b, 70, 3, 3, lo=-20, hi=20)])
         add("flatten", [_bits(rng, b, 70, 3, 3)])
         add("reshape", [_floats(rng, b, 3, 4)], attrs={"shape": [b, 12]})
+        add("resize", [_floats(rng, b, 3, 4, 5)], attrs=resize_attrs([7, 9], "linear"))
+        add("resize", [_bits(rng, b, 70, 3, 3)], attrs=resize_attrs([6, 5]))
     return cases
 
 

@@ -123,6 +123,10 @@ def test_hand_worked_halo_of_a_split_map():
     # from dy rows oy with 2·oy - 1 + i in [0, 3], i in 0..2: oy in [0, 2] (3 rows); [4, 8): oy in [2, 3]
     totals, extents = _axis_rows("input_signal", 8, 4, 3, 2, 1, 1)
     assert totals[2] == 3 + 2 and extents[2] == 3
+    # dilated: a 3x3 kernel of rate 6, pad 6, over 5 rows: one output row reads its own row only
+    # (the taps 6 rows away are padding), so tiles of 1 row read 5 rows, not the span [o-6, o+6]
+    totals, extents = _axis_rows("forward", 5, 5, 3, 1, 6, 6)
+    assert totals == (5, 5) and extents == (1, 5)
 
 
 # --- the search is exhaustive: brute force over every nested divisor tiling ------------------
@@ -165,7 +169,7 @@ def _rows_read(kind, tile, size, a_size, k, s, d, p):
     return sum(_tile_rows(kind, a, tile, a_size, k, s, d, p) for a in range(0, size, tile))
 
 
-def _brute_force(kind, sizes, a_hw, kernel, stride, pad, bits, macs, hw):
+def _brute_force(kind, sizes, a_hw, kernel, stride, pad, bits, macs, hw, dilation=(1, 1)):
     """min over all nested divisor tilings of the formulas of docs/method.md §6, written out independently."""
     n, m, c, y, x = sizes
     deps = {"forward": ("nc", "mc", "nm"), "input_signal": ("nm", "mc", "nc"),
@@ -177,7 +181,7 @@ def _brute_force(kind, sizes, a_hw, kernel, stride, pad, bits, macs, hw):
     def ext(tile, axis):
         i = "yx".index(axis)
         starts = range(0, full[axis], tile)
-        return max(_tile_rows(kind, a, tile, a_hw[i], kernel[i], stride[i], 1, pad[i]) for a in starts)
+        return max(_tile_rows(kind, a, tile, a_hw[i], kernel[i], stride[i], dilation[i], pad[i]) for a in starts)
 
     def elems(stream, tile):
         dims, sp = deps[stream], spatial[stream]
@@ -189,8 +193,8 @@ def _brute_force(kind, sizes, a_hw, kernel, stride, pad, bits, macs, hw):
         return count * kernel[0] * kernel[1]
 
     def halo(tile):
-        return (_rows_read(kind, tile["y"], y, a_hw[0], kernel[0], stride[0], 1, pad[0]) / a_hw[0]
-                * _rows_read(kind, tile["x"], x, a_hw[1], kernel[1], stride[1], 1, pad[1]) / a_hw[1])
+        return (_rows_read(kind, tile["y"], y, a_hw[0], kernel[0], stride[0], dilation[0], pad[0]) / a_hw[0]
+                * _rows_read(kind, tile["x"], x, a_hw[1], kernel[1], stride[1], dilation[1], pad[1]) / a_hw[1])
 
     # whole streams: I as stored (not the rows the tiles read), F and O as their full tiles
     numel = {0: math.prod(full[d] for d in deps[0]) * a_hw[0] * a_hw[1], 1: elems(1, full), 2: elems(2, full)}
@@ -265,11 +269,25 @@ L2_SPLIT_CASES = [
     ("weight_signal", (1, 2, 16, 16), (2, 2, 3, 3), (1, 2, 16, 16), (1, 1), (1, 1, 1, 1), (32, 32, 32)),
 ]
 CASES += L2_SPLIT_CASES
+# Dilated kernels (the case's last field; DeepLab's ASPP: the rate 6 over a 5x5 map reads only
+# the centre tap's rows): a tile's rows run from the first row a tap reads to the last, which a
+# dilated kernel's span over the padding overstates.
+DILATED_CASES = [
+    ("forward", (1, 8, 5, 5), (16, 8, 3, 3), (1, 16, 5, 5), (1, 1), (6, 6, 6, 6), (32, 32, 32), (6, 6)),
+    ("forward", (2, 2, 9, 9), (4, 2, 3, 3), (2, 4, 9, 9), (1, 1), (2, 2, 2, 2), (32, 32, 32), (2, 2)),
+    ("input_signal", (1, 2, 6, 6), (2, 2, 3, 3), (1, 2, 6, 6), (1, 1), (3, 3, 3, 3), (32, 32, 32), (3, 3)),
+    ("weight_signal", (1, 2, 6, 6), (4, 2, 3, 3), (1, 4, 6, 6), (1, 1), (4, 4, 4, 4), (32, 32, 32), (4, 4)),
+]
+CASES += DILATED_CASES
+
+
+def _dilation(case):
+    return case[7] if len(case) > 7 else (1, 1)
 
 
 def _work(case):
-    kind, xs, ws, ys, stride, pad, (bx, bw, by) = case
-    geom = ConvGeometry(xs[0], xs[1], ws[0], xs[2], xs[3], ys[2], ys[3], ws[2], ws[3], stride, (1, 1), pad)
+    kind, xs, ws, ys, stride, pad, (bx, bw, by) = case[:7]
+    geom = ConvGeometry(xs[0], xs[1], ws[0], xs[2], xs[3], ys[2], ys[3], ws[2], ws[3], stride, _dilation(case), pad)
     x, w, y = t(xs, bx, REAL), t(ws, bw, REAL), t(ys, by, REAL)
     if kind == "forward":
         return conv_forward(geom, x, w, y)
@@ -285,7 +303,7 @@ def test_search_finds_the_least_energy_nested_tiling(case):
     cost = conv_cost(work, TINY_HW)
     found = sum(sum(e.values()) for e in cost.energy.values())
     expected = _brute_force(case[0], prob.sizes, prob.a_hw, prob.kernel, prob.stride, prob.pad, prob.bits,
-                            prob.macs, TINY_HW)
+                            prob.macs, TINY_HW, _dilation(case))
     assert found == pytest.approx(expected, rel=1e-9)
     # and the tiny memories really force tiling at some level
     assert cost.tiles["L0"] != prob.sizes
@@ -295,8 +313,8 @@ def test_search_finds_the_least_energy_nested_tiling(case):
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_every_tile_fits_its_level(case):
-    kind, xs, ws, ys, stride, pad, (bx, bw, by) = case
-    geom = ConvGeometry(xs[0], xs[1], ws[0], xs[2], xs[3], ys[2], ys[3], ws[2], ws[3], stride, (1, 1), pad)
+    kind, xs, ws, ys, stride, pad, (bx, bw, by) = case[:7]
+    geom = ConvGeometry(xs[0], xs[1], ws[0], xs[2], xs[3], ys[2], ys[3], ws[2], ws[3], stride, _dilation(case), pad)
     work = conv_forward(geom, t(xs, bx, REAL), t(ws, bw, REAL), t(ys, by, REAL))
     for hw in (TINY_HW, HW, load_hardware("edge_example")):
         cost = conv_cost(work, hw)
@@ -343,3 +361,41 @@ def test_a_convolution_that_fits_no_tiling_is_a_clear_error(tmp_path):
     with pytest.raises(EnergyError, match=r"op 'conv2d' \(%y\): no tiling of this forward convolution fits the "
                                           r"memory of tiny: the smallest tiles need .*F 1\.0 KiB"):
         energy(m, batch=1, hw=path)
+
+
+def test_transposed_convolution_costs_the_input_signal_loop_nest():
+    """conv_transpose2d (W [C, M, kh, kw]) is priced as the input signal of the convolution it is
+    the adjoint of: the same accesses and operations as conv2d_grad_x of that convolution. In
+    training (after a float layer, so that its dx is needed), its dx is a forward-shaped
+    convolution of the signal, reported as the input signal of the backward phase, and dW the
+    weight signal, each with the same operation count."""
+    import numpy as np
+
+    from boldc import FunctionBuilder, Module, tensor
+    from boldc.energymodel import energy
+
+    geometry = {"stride": [2, 2], "pad": [1, 1, 1, 1], "dilation": [1, 1], "groups": 1}
+
+    def single(op, attrs, head=False):
+        m = Module()
+        fb = FunctionBuilder(m, "forward", [("x", tensor("f32", "N", 6, 5, 5))])
+        x = fb.args[0]
+        if head:
+            x = fb.op("conv2d", [x, m.add_param("h", tensor("f32", 6, 6, 1, 1), np.ones((6, 6, 1, 1), np.float32))])
+        w = m.add_param("w", tensor("f32", 6, 4, 3, 3), np.ones((6, 4, 3, 3), np.float32))
+        fb.ret(fb.op(op, [x, w], {**geometry, **attrs}, name="y"))
+        return m
+
+    (ct,) = [r for r in energy(single("conv_transpose2d", {"output_padding": [1, 1]}), batch=8).rows
+             if r.opname == "conv_transpose2d"]
+    (gx,) = [r for r in energy(single("conv2d_grad_x", {"input_hw": [10, 10]}), batch=8).rows
+             if r.opname == "conv2d_grad_x"]
+    assert ct.detail["conv"] == gx.detail["conv"] == "input_signal" and ct.phase == "forward"
+    assert ct.arith_ops == gx.arith_ops == 2 * 8 * 6 * 5 * 5 * 4 * 9
+    assert ct.memory_pj == pytest.approx(gx.memory_pj, rel=1e-12)
+    trained = single("conv_transpose2d", {"output_padding": [1, 1]}, head=True)
+    rows = [r for r in energy(trained, batch=8, phase="training", loss="mse").rows if r.opname == "conv_transpose2d"]
+    assert [(r.phase, r.label, r.detail.get("conv")) for r in rows] == [
+        ("forward", "forward", "input_signal"), ("backward", "input signal", "forward"),
+        ("backward", "weight signal", "weight_signal")]
+    assert all(r.arith_ops == ct.arith_ops for r in rows)

@@ -160,6 +160,22 @@ def _one_line(code, out, err, pattern):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("attrs,shape,match", [
+    ({}, [2, 3], "only 2-D transposed convolutions"),
+    ({"strides": [2, 2], "output_padding": [2, 0]}, [2, 3, 3], r"output_padding \[2, 0\] must be >= 0 and below "
+                                                                r"the stride \[2, 2\]"),
+    ({"strides": [2, 2], "pads": [1, 1, 1, 1], "output_shape": [6, 6]}, [2, 3, 3], "both pads and output_shape"),
+    ({"output_shape": [8, 5]}, [2, 3, 3], r"output_shape \[8, 5\] is larger than .* without cropping its start"),
+    ({"strides": [2, 2], "output_padding": [1, 1], "output_shape": [9, 8]}, [2, 3, 3],
+     r"output_shape \[9, 8\] needs an output padding of 2, not below the stride 2"),
+])
+def test_conv_transpose_refusals_name_the_node(attrs, shape, match):
+    """What ConvTranspose cannot become: one line naming the node and the attribute."""
+    w = rand(2, 3, *([3] * (len(shape) - 1)))  # [C_in, C_out, kernel...]
+    m = model([N("ConvTranspose", ["x", "w"], ["y"], name="up", **attrs)], {"x": ["N", *shape]}, ["y"], {"w": w}, 13)
+    import_error(m, r"node 'up' \(ConvTranspose\): .*" + match)
+
+
 def test_cli_errors_exit_2_with_one_line_and_no_output(cli, tmp_path):
     out = tmp_path / "out.bir"
     bad = tmp_path / "bad.onnx"

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from onnxgraph import check_against_ort, model, op_names, rand
+import boldc
+
+from onnxgraph import check_against_ort, model, op_names, rand, rel_error
 
 N = helper.make_node
 ALL_OPSETS = list(range(7, 22))
@@ -336,3 +338,119 @@ def test_flatten_negative_axis(axis, shape):
     feed_shape = [2 if isinstance(d, str) else d for d in shape]
     check_against_ort(model([N("Flatten", ["x"], ["y"], axis=axis)], {"x": shape}, ["y"], opset=13),
                       {"x": rand(*feed_shape)})
+
+
+# --- pixel shuffles and transposed convolutions ------------------------------------------------
+
+
+@pytest.mark.parametrize("blocksize", [2, 3])
+@pytest.mark.parametrize("mode,opset", [(None, 7), ("DCR", 11), ("CRD", 11), ("DCR", 13), ("CRD", 21)])
+def test_depth_to_space(blocksize, mode, opset):
+    attrs = {} if mode is None else {"mode": mode}  # opset 1's DepthToSpace has no mode: DCR
+    c = 2 * blocksize * blocksize
+    m = model([N("DepthToSpace", ["x"], ["y"], blocksize=blocksize, **attrs)], {"x": ["N", c, 3, 4]}, ["y"],
+              opset=opset)
+    mod = check_against_ort(m, {"x": rand(2, c, 3, 4)})
+    assert op_names(mod) == ["depth_to_space"] and mod.ops()[0].attrs["mode"] == (mode or "DCR")
+
+
+@pytest.mark.parametrize("blocksize", [2, 3])
+@pytest.mark.parametrize("opset", [7, 13, 21])
+def test_space_to_depth(blocksize, opset):
+    m = model([N("SpaceToDepth", ["x"], ["y"], blocksize=blocksize)], {"x": ["N", 3, 2 * blocksize, 3 * blocksize]},
+              ["y"], opset=opset)
+    mod = check_against_ort(m, {"x": rand(2, 3, 2 * blocksize, 3 * blocksize)})
+    assert op_names(mod) == ["space_to_depth"]
+
+
+def test_space_to_depth_inverts_depth_to_space():
+    """SpaceToDepth (DCR, the only mode before opset 28) undoes DepthToSpace DCR exactly."""
+    m = model([N("DepthToSpace", ["x"], ["s"], blocksize=2, mode="DCR"), N("SpaceToDepth", ["s"], ["y"], blocksize=2)],
+              {"x": ["N", 12, 3, 2]}, ["y"], opset=13)
+    x = rand(2, 12, 3, 2)
+    mod = check_against_ort(m, {"x": x})
+    assert np.array_equal(boldc.interpret(mod, [x]), x)
+
+
+# (strides, pads, output_padding, dilations) of ConvTranspose
+TRANSPOSED = [([1, 1], [0, 0, 0, 0], [0, 0], [1, 1]), ([2, 2], [1, 1, 1, 1], [1, 1], [1, 1]),
+              ([3, 3], [0, 1, 2, 0], [2, 1], [1, 1]), ([2, 3], [1, 0, 0, 2], [0, 2], [2, 1]),
+              ([3, 2], [2, 2, 1, 1], [1, 0], [3, 2])]
+
+
+@pytest.mark.parametrize("group,cin,cout", [(1, 4, 6), (2, 4, 6), (4, 4, 4)])  # 4/4: depthwise
+@pytest.mark.parametrize("geometry", range(len(TRANSPOSED)))
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose(group, cin, cout, geometry, bias):
+    strides, pads, output_padding, dilations = TRANSPOSED[geometry]
+    inits = {"w": rand(cin, cout // group, 3, 2, seed=1)}
+    if bias:
+        inits["b"] = rand(cout, seed=2)
+    m = model([N("ConvTranspose", ["x", "w"] + (["b"] if bias else []), ["y"], group=group, strides=strides,
+                 pads=pads, output_padding=output_padding, dilations=dilations)],
+              {"x": ["N", cin, 4, 5]}, ["y"], inits, 13)
+    mod = check_against_ort(m, {"x": rand(2, cin, 4, 5)})
+    assert op_names(mod) == ["conv_transpose2d"]
+
+
+@pytest.mark.parametrize("auto_pad,stride", [("SAME_UPPER", 1), ("SAME_UPPER", 2), ("SAME_LOWER", 1),
+                                             ("SAME_LOWER", 3), ("VALID", 2)])
+def test_conv_transpose_auto_pad(auto_pad, stride):
+    """A 4x5 kernel: at stride 1 SAME pads 3 rows and 4 columns, odd totals that the two modes
+    split differently."""
+    m = model([N("ConvTranspose", ["x", "w"], ["y"], auto_pad=auto_pad, strides=[stride, stride])],
+              {"x": [2, 3, 5, 4]}, ["y"], {"w": rand(3, 2, 4, 5, seed=3)}, 13)
+    mod = check_against_ort(m, {"x": rand(2, 3, 5, 4)})
+    if auto_pad != "VALID":
+        assert mod.function().returns[0].type.shape[2:] == (5 * stride, 4 * stride)
+
+
+@pytest.mark.parametrize("output_shape,output_padding", [([10, 8], None), ([9, 7], None), ([8, 6], None),
+                                                         ([10, 8], [1, 1])])
+def test_conv_transpose_output_shape(output_shape, output_padding):
+    """output_shape becomes pads (ONNX's formula); a shape one beyond the last tap becomes output
+    padding (ONNX's test_convtranspose_output_shape)."""
+    extra = {} if output_padding is None else {"output_padding": output_padding}
+    m = model([N("ConvTranspose", ["x", "w"], ["y"], strides=[3, 2], output_shape=output_shape, **extra)],
+              {"x": ["N", 2, 3, 3]}, ["y"], {"w": rand(2, 3, 3, 3, seed=4)}, 13)
+    mod = check_against_ort(m, {"x": rand(2, 2, 3, 3)})
+    assert mod.function().returns[0].type.shape[2:] == tuple(output_shape)
+
+
+def test_pytorch_pixel_shuffle_and_conv_transpose_with_a_dynamic_batch():
+    """An EDSR-style upsampler (nn.PixelShuffle: DepthToSpace CRD), nn.PixelUnshuffle (exported as
+    Reshape -> Transpose -> Reshape of 6-D tensors with the batch as -1) and nn.ConvTranspose2d,
+    exported with a dynamic batch: it imports with the batch symbolic, equals PyTorch, and
+    converts (the transposed convolution stays float and is not counted among the layers)."""
+    import torch
+
+    from boldc.torch.onnx_export import export
+
+    class Upsampler(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.body = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.up = torch.nn.Conv2d(8, 12, 3, padding=1)
+            self.shuffle, self.unshuffle = torch.nn.PixelShuffle(2), torch.nn.PixelUnshuffle(2)
+            self.decode = torch.nn.ConvTranspose2d(12, 4, 3, stride=2, padding=1, output_padding=1)
+
+        def forward(self, x):
+            h = torch.relu(self.head(x))
+            h = torch.relu(self.body(h)) + h
+            return self.decode(self.unshuffle(self.shuffle(self.up(h))))
+
+    torch.manual_seed(0)
+    net = Upsampler().eval()
+    proto = export(net, torch.zeros(1, 3, 6, 5))
+    types = {n.op_type for n in proto.graph.node}
+    assert {"DepthToSpace", "ConvTranspose", "Transpose"} <= types
+    mod = boldc.import_onnx(proto)
+    assert op_names(mod).count("reshape") == 2 and "depth_to_space" in op_names(mod)
+    assert mod.function().args[0].type.shape[0] == "N"
+    x = rand(3, 3, 6, 5)
+    err = rel_error(boldc.interpret(mod, [x]), net(torch.from_numpy(x)).detach().numpy())
+    assert err <= 1e-5, f"relative error {err:.2e}"
+    lowered = boldc.convert(proto, fuse=False)
+    assert op_names(lowered) == ["conv2d", "threshold", "bconv2d", "threshold", "add", "conv2d", "depth_to_space",
+                                 "reshape", "transpose", "reshape", "conv_transpose2d"]

@@ -227,6 +227,29 @@ def test_shape_ops():
                           np.concatenate([x, x[:, :1]], 1))
 
 
+@pytest.mark.parametrize("b", [2, 3])
+def test_pixel_shuffles_match_torch_and_onnx(b):
+    """CRD is PyTorch's pixel_shuffle / pixel_unshuffle, DCR ONNX's reference DepthToSpace and
+    SpaceToDepth; the two ops invert each other; b1 maps move like floats."""
+    from onnx.reference.ops.op_depth_to_space import DepthToSpace
+    from onnx.reference.ops.op_space_to_depth import SpaceToDepth
+
+    x = np.random.default_rng(b).standard_normal((2, 3 * b * b, 2, 3)).astype(np.float32)
+    crd = run_single("depth_to_space", [x], attrs={"blocksize": b, "mode": "CRD"})
+    assert np.array_equal(crd, F.pixel_shuffle(torch.from_numpy(x), b).numpy())
+    assert np.array_equal(run_single("space_to_depth", [crd], attrs={"blocksize": b, "mode": "CRD"}),
+                          F.pixel_unshuffle(torch.from_numpy(crd), b).numpy())
+    dcr = run_single("depth_to_space", [x], attrs={"blocksize": b})
+    assert np.array_equal(dcr, DepthToSpace._run(None, x, blocksize=b, mode="DCR")[0])
+    assert not np.array_equal(dcr, crd)
+    for mode, y in (("DCR", dcr), ("CRD", crd)):
+        back = run_single("space_to_depth", [y], attrs={"blocksize": b, "mode": mode})
+        assert np.array_equal(back, x)
+        assert np.array_equal(back, SpaceToDepth._run(None, y, blocksize=b, mode=mode)[0])
+    bits = x > 0
+    assert np.array_equal(run_single("depth_to_space", [bits], attrs={"blocksize": b, "mode": "CRD"}), crd > 0)
+
+
 def test_casts():
     b = np.array([[T, F_]])
     assert run_single("cast", [b], [], {"to": "f32"}).tolist() == [[1.0, -1.0]]

@@ -3,8 +3,10 @@ folder `boldc compile -o DIR` writes is cross-compiled with Debian's aarch64 com
 (`make CC=aarch64-linux-gnu-gcc`, linked static so that qemu needs no aarch64 libraries)
 and run under qemu-user. Its outputs must equal the interpreter's (b1 and integers bit for
 bit, f32 within the tolerance of backend_check.float_close), and two training steps of the
-exported training program must leave the b1 weights the interpreter's steps leave, bit for
-bit (f32 state within STATE_RTOL of its scale). .ci/run installs the compiler and qemu; the
+exported training program (16- and 8-bit signals; the int8 kernels also with the dot-product
+extension) must leave the b1 weights the interpreter's steps leave, bit for bit (f32 state
+within STATE_RTOL of its scale). The integer GEMM micro-kernels are also checked alone
+against the sums they compute. .ci/run installs the compiler and qemu; the
 tests skip, saying so, where they cannot be had."""
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 
 import boldc
 from boldc import FunctionBuilder, Module, tensor
+from boldc.backend.build import runtime_text
+from boldc.backend.export import export
 from boldc.backend.training import TrainOptions, training_module
 
 from backend_check import float_close
@@ -42,10 +46,12 @@ def _export(cli, tmp_path: Path, module: Module, *options: str) -> Path:
     return out
 
 
-def _cross_build(out: Path, *targets: str) -> None:
-    """make CC=aarch64-linux-gnu-gcc, static, warnings as errors; the NEON kernels built."""
-    run = subprocess.run([MAKE, "-C", str(out), f"CC={CROSS_CC}", "LDFLAGS=-static", "EXTRA_CFLAGS=-Werror",
-                          *targets], capture_output=True, text=True, timeout=600)
+def _cross_build(out: Path, *targets: str, cflags: str = "") -> None:
+    """make CC=aarch64-linux-gnu-gcc, static, warnings as errors (and ``cflags``); the NEON
+    kernels built."""
+    run = subprocess.run([MAKE, "-C", str(out), f"CC={CROSS_CC}", "LDFLAGS=-static",
+                          f"EXTRA_CFLAGS=-Werror {cflags}".strip(), *targets], capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     for program in targets or ("model",):
         assert b"simd=neon" in (out / program).read_bytes(), f"{program} was not built with the NEON kernels"
@@ -107,14 +113,20 @@ def test_digits_inference_on_neon_matches_the_interpreter(cli, tmp_path, name):
     assert float_close(got.astype(np.float32), want), f"NEON logits differ from the interpreter's: {got} vs {want}"
 
 
-@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])
-def test_training_steps_on_neon_match_the_interpreter(cli, tmp_path, name):
-    """`compile --train`, cross-built: two epochs of one batch (two steps) under qemu; the
-    checkpoint they write holds the interpreter's b1 weights after the same two steps."""
+DOTPROD = "-march=armv8.2-a+dotprod"  # the int8 gradient kernels then use SDOT (bd_isa_neon.c)
+
+
+@pytest.mark.parametrize("name,bits,cflags", [("digits_mlp", 16, ""), ("digits_cnn", 16, ""), ("digits_cnn", 8, ""),
+                                              ("digits_cnn", 8, DOTPROD)])
+def test_training_steps_on_neon_match_the_interpreter(tmp_path, name, bits, cflags):
+    """The export of `compile --train` (with `bits`-bit signals: the int16 or int8 gradient
+    kernels), cross-built: two epochs of one batch (two steps) under qemu; the checkpoint they
+    write holds the interpreter's b1 weights after the same two steps."""
     module = boldc.convert(EXAMPLES / f"{name}.onnx")
-    options = {"eta": 10.0, "total_steps": 10}  # a large eta: many flips to compare
-    out = _export(cli, tmp_path, module, "--train", "--eta", "10", "--total-steps", "10", "--max-batch", "16")
-    _cross_build(out, "model_train")
+    options = {"eta": 10.0, "total_steps": 10, "signal_bits": bits}  # a large eta: many flips to compare
+    out = export(training_module(module, TrainOptions.from_kwargs(options)), tmp_path / "out", max_batch=16,
+                 train=True)
+    _cross_build(out, "model_train", cflags=cflags)
     data = np.load(EXAMPLES / "digits_train.npz")
     shape = module.function().args[0].type.shape[1:]
     x, y = data["x"][:16].astype("<f4").reshape((16, *shape)), data["y"][:16].astype("<i4")
@@ -138,3 +150,66 @@ def test_training_steps_on_neon_match_the_interpreter(cli, tmp_path, name):
             assert np.array_equal(got, p.data), f"@{pname} differs from the interpreter after two NEON steps"
             flips += int((p.data != start[pname]).sum()) if p.type.dtype.is_bool else 0
     assert flips > 0, "no b1 weight flipped: the steps did not test the optimizer"
+
+
+# The integer GEMM micro-kernels of bd_isa.h against the sums they stand for, on random panels:
+# every group count up to 40, A k-major and row-major, the int8 signal biased (a = z + 128),
+# the tile's corner cut to every row count and many column counts, stored or added into C,
+# which stays untouched outside the corner.
+KERNEL_CHECK = r"""
+#include "bd_isa.h"
+#include <stdio.h>
+#include <stdlib.h>
+static int16_t i16(const unsigned char *p) { int16_t v; memcpy(&v, p, 2); return v; }
+int main(void) {
+    static unsigned char A[4 * BD_MR * 40], B[4 * BD_NR * 40];
+    int32_t bsum[BD_NR], C[BD_MR * 40], C0[BD_MR * 40];
+    const long ldc = 40;
+    long bad = 0;
+    srand(1);
+    for (int kg = 1; kg <= 40; ++kg)
+        for (int layout = 0; layout < 2; ++layout)
+            for (int wide = 0; wide < 2; ++wide) {
+                const long ars = layout ? kg : 1, aks = layout ? 1 : BD_MR;
+                const int rows = 1 + kg % BD_MR, cols = 1 + (kg * 7 + layout) % BD_NR, add = (kg + wide) % 2;
+                for (int i = 0; i < 4 * BD_MR * kg; ++i) A[i] = (unsigned char)rand();
+                for (int i = 0; i < 4 * BD_NR * kg; i += 1 + wide) { /* e = -1, 0, 1 as int8 or int16 */
+                    const int16_t e = (int16_t)(rand() % 3 - 1);
+                    if (wide) memcpy(B + i, &e, 2); else B[i] = (unsigned char)(int8_t)e;
+                }
+                for (int j = 0; j < BD_NR; ++j) {
+                    bsum[j] = 0;
+                    for (int t = 0; t < 4 * kg; ++t) bsum[j] += (int8_t)B[4 * BD_NR * (t / 4) + 4 * j + t % 4];
+                }
+                for (int i = 0; i < BD_MR * 40; ++i) C[i] = C0[i] = rand() % 1000 - 500;
+                if (wide) bd_isa_igemm_i16(kg, A, ars, aks, B, C, ldc, rows, cols, add);
+                else bd_isa_igemm_i8(kg, A, ars, aks, B, bsum, C, ldc, rows, cols, add);
+                for (int r = 0; r < BD_MR; ++r)
+                    for (int j = 0; j < 40; ++j) {
+                        long want = C0[r * ldc + j];
+                        if (r < rows && j < cols) {
+                            want = add ? want : 0;
+                            for (int q = 0; q < kg; ++q) {
+                                const unsigned char *a = A + 4 * (r * ars + q * aks), *b = B + 4 * (q * BD_NR + j);
+                                if (wide) want += i16(a) * i16(b) + i16(a + 2) * i16(b + 2);
+                                else for (int t = 0; t < 4; ++t) want += (a[t] - 128) * (int8_t)b[t];
+                            }
+                        }
+                        bad += C[r * ldc + j] != want;
+                    }
+            }
+    printf("%s %ld\n", BD_SIMD_NAME, bad);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("cflags", ["", DOTPROD])
+def test_integer_gemm_kernels_are_exact_on_neon(tmp_path, cflags):
+    for name in ("boldc_rt.h", "bd_isa.h", "bd_isa_neon.c"):
+        (tmp_path / name).write_text(runtime_text(name))
+    (tmp_path / "check.c").write_text(KERNEL_CHECK)
+    run = subprocess.run([CROSS_CC, "-std=c99", "-O2", "-Wall", "-Werror", *cflags.split(), "-static", "-o", "check",
+                          "check.c", "bd_isa_neon.c"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert _qemu(tmp_path, "./check").stdout.split() == ["neon", "0"], "NEON integer kernels differ from their sums"

@@ -169,6 +169,25 @@ def test_maxpool_before_the_activation_stays_integer():
     assert low.ops()[3].results[0].type.dtype.is_int
 
 
+def test_transposed_convolution_stays_float_and_is_not_a_counted_layer():
+    """conv_transpose2d has no Boolean form: `last` selects the conv after it, its b1 input is cast
+    to ±1, and the ReLU after it stays (the search for a Boolean layer stops at it)."""
+    w = [rand(4, 3, 3, 3, seed=0), rand(4, 4, 3, 3, seed=1), rand(4, 2, 2, 2, seed=2), rand(3, 2, 1, 1, seed=3)]
+    m = model([N("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]), N("Relu", ["a"], ["r"]),
+               N("Conv", ["r", "w1"], ["b"], pads=[1, 1, 1, 1]), N("Relu", ["b"], ["s"]),
+               N("ConvTranspose", ["s", "w2"], ["u"], strides=[2, 2]), N("Relu", ["u"], ["v"]),
+               N("Conv", ["v", "w3"], ["y"])],
+              {"x": ["N", 3, 4, 4]}, ["y"], {f"w{i}": a for i, a in enumerate(w)}, 13)
+    low = convert_unfused(m)
+    assert op_names(low) == ["conv2d", "threshold", "bconv2d", "threshold", "cast", "conv_transpose2d", "relu",
+                             "conv2d"]
+    assert [op.name for op in arithmetic(low)] == ["conv2d", "bconv2d", "conv2d"]
+    assert low.ops()[5].operands[1].type.dtype.is_float
+    assert op_names(convert_unfused(m, float_layers="all")) == op_names(boldc.import_onnx(m))
+    y = boldc.interpret(low, rand(2, 3, 4, 4))
+    assert y.shape == (2, 3, 8, 8) and np.isfinite(y).all()
+
+
 def test_dropout_and_identity_are_removed():
     w = rand(4, 4, seed=1)
     m = model([N("Dropout", ["x"], ["d"]), N("MatMul", ["d", "w"], ["a"]), N("Identity", ["a"], ["y"])],

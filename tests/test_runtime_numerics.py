@@ -339,7 +339,10 @@ def _dy_scales(i: int) -> np.ndarray:
     return np.array(SCALES[i % len(SCALES)], np.float32)
 
 
-LINEAR_INT = [(1, 1, 1), (3, 65, 17), (7, 300, 63), (6, 130, 600), (9, 64, 1)]  # rows, K (inputs), M (outputs)
+# rows, K (inputs), M (outputs). The integer kernels' edges (bd_gemm.c): reductions (M for grad_x,
+# rows for grad_w) of odd lengths (a partial group of 2 or 4 k) and across k-blocks (512 int16
+# values, 1024 int8 ones), tiles of 8 rows x 32 columns cut by every size, many row blocks.
+LINEAR_INT = [(1, 1, 1), (3, 65, 17), (7, 300, 63), (6, 130, 600), (9, 64, 1), (13, 97, 2101), (1031, 70, 19)]
 
 
 def linear_grad_int(rt, which: str, g, rows: int, dy, other, ds, threads: int) -> np.ndarray:
@@ -424,7 +427,10 @@ CONVS = [(2, 3, 5, 5, 4, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
          (3, 8, 7, 6, 6, 3, 2, (2, 2), (0, 1, 1, 0), (2, 1), 2),
          (2, 17, 3, 3, 65, 1, 1, (1, 1), (0, 0, 0, 0), (1, 1), 1),
          (4, 64, 6, 6, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),
-         (3, 5, 16, 14, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)]  # grad_w sums 672 pixels: two k-blocks
+         (3, 5, 16, 14, 7, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # grad_w sums 672 pixels: two int16 k-blocks
+         (2, 5, 24, 24, 12, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # 1152 pixels: two int8 k-blocks, 12 of 8 rows
+         (1, 40, 5, 7, 150, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),  # grad_x sums 1350 taps: two int8 k-blocks
+         (4, 6, 24, 24, 10, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1)]  # 2304 pixels: 5 row blocks of 512 for threads
 
 
 def conv_case(case):
@@ -448,7 +454,7 @@ def test_conv_grads_int(rt, case):
         wb = rng.random((m, c // groups, kh, kw)) < 0.5
         xb = rng.random((n, c, h, w)) < 0.5
         ds = _dy_scales(case + i)
-        pad_value = [-1.0, 0.0][(case + i) % 2]
+        pad_value = [-1.0, 0.0, 1.0][(case + i) % 3]
         scale = [1.0, -1.0, 0.3][case % 3]
         ref_x = evaluate("conv2d_grad_x", [dy, wb, ds], input_hw=[h, w], scale=scale, **attrs)[0]
         ref_w = evaluate("conv2d_grad_w", [dy, xb, ds], kernel=[kh, kw], pad_value=pad_value, scale=scale, **attrs)[0]

@@ -27,7 +27,7 @@ import boldc
 from boldc.torch import Adam, BooleanOptimizer, Schedule, from_torch, to_torch
 from boldc.torch.onnx_export import export
 
-from trainutil import digits_mlp, digits_split, gradients, make_train_step, small_cnn
+from trainutil import digits_mlp, digits_split, gradients, make_train_step, small_cnn, tiny_decoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from torch_models import DigitsCNN  # noqa: E402
@@ -196,3 +196,26 @@ def test_float32_kernels_keep_the_interpreters_b1_weights(model):
     fraction, flips = _run_side_by_side(build(), shape, scale, False, rtol=1e-2, exact=False, signal_bits="16",
                                         **{**OPTIONS, **extra})
     assert flips > 100 and fraction > 0  # many flips, all the same as the interpreter's
+
+
+@pytest.mark.parametrize("signal_bits", ["f32", "16"])
+def test_a_decoder_with_a_transposed_convolution_trains_like_the_interpreter(signal_bits):
+    """tiny_decoder (float conv, Boolean conv, float conv_transpose2d, ReLU, pixel shuffle), mse:
+    8 steps of to_torch against the interpreter (b1 weights identical, f32 state within 1e-5 of its
+    scale: the float convolutions sum in the interpreter's BLAS order; measured 2.2e-7); Adam
+    trains the transposed convolution's weights and bias."""
+    rtol = STATE_RTOL
+    module = tiny_decoder(0)
+    net = to_torch(module, loss="mse", lr=1e-2, eta=30.0, total_steps=8, signal_bits=signal_bits)
+    ref = net.step_ir.copy()
+    rng = np.random.default_rng(7)
+    for step in range(8):
+        x = rng.standard_normal((6, 2, 4, 4)).astype(np.float32)
+        y = rng.standard_normal((6, 2, 16, 16)).astype(np.float32)
+        want = float(boldc.interpret(ref, [x, y], "train_step"))
+        got = net.train_step(x, y)
+        assert abs(want - got) <= rtol * abs(want), f"step {step}: loss {got} vs the interpreter's {want}"
+        _compare(ref, net, step, bitwise=False, rtol=rtol)
+    for name in ("up.w", "up.b"):
+        assert not np.allclose(ref.params[name].data, module.params[name].data, atol=1e-4), f"@{name} not trained"
+    assert (ref.params["c1.w"].data != module.params["c1.w"].data).any()

@@ -26,7 +26,7 @@ from boldc.errors import BoldcError, InterpretError
 from boldc.passes.schedule_updates import ScheduleUpdates
 
 from backend_check import build_variant
-from trainutil import digits_mlp, digits_split, small_cnn
+from trainutil import assert_c_steps_match, digits_mlp, digits_split, small_cnn, tiny_decoder
 
 # Relative to the largest magnitude of the tensor. The interpreter sums gradients in
 # double, the C code in f32 in its own order; after 20 steps the largest difference
@@ -313,3 +313,26 @@ def test_insert_optimizer_refuses_non_finite_rates(opt):
     m = digits_mlp(0)
     with pytest.raises(BoldcError, match="eta and lr must be finite numbers > 0"):
         PassManager(f"autodiff,insert-optimizer{{{opt}}}").run(m)
+
+
+# A 16-bit integer signal quantizes the float signal that the transposed convolution's dx (a float
+# convolution, whose sums the interpreter orders by its BLAS) hands back: a value near a rounding
+# boundary may land on the neighbouring level. Measured: 1.6e-5 of the scale at most (an Adam
+# second moment, the square of that gradient); with f32 signals 3.6e-7.
+DECODER_RTOL = {"f32": STATE_RTOL, "16": 5e-5}
+
+
+@pytest.mark.parametrize("variant,signal_bits", [("simd", "f32"), ("portable", "f32"), ("simd", "16")])
+def test_a_decoder_with_a_transposed_convolution_trains_in_c(variant, signal_bits):
+    """tiny_decoder (float conv, Boolean conv, float conv_transpose2d, ReLU, pixel shuffle) with
+    the mse loss: 8 steps of the C equal the interpreter's (trainutil.assert_c_steps_match); Adam
+    moves the transposed convolution's f32 weights and bias, and Boolean weights flip."""
+    rng = np.random.default_rng(7)
+    batches = [(rng.standard_normal((6, 2, 4, 4)).astype(np.float32),
+                rng.standard_normal((6, 2, 16, 16)).astype(np.float32)) for _ in range(8)]
+    module = tiny_decoder(0)
+    ref = assert_c_steps_match(module, batches, max_batch=6, variant=variant, rtol=DECODER_RTOL[signal_bits],
+                               loss="mse", lr=1e-2, eta=30.0, total_steps=8, signal_bits=signal_bits)
+    for name in ("up.w", "up.b"):
+        assert not np.allclose(ref.params[name].data, module.params[name].data, atol=1e-4), f"@{name} not trained"
+    assert (ref.params["c1.w"].data != module.params["c1.w"].data).any()

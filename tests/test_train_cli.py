@@ -291,8 +291,8 @@ def test_models_that_cannot_be_trained(cli, files, tmp_path):
         return fb.op("linear", [x, m.add_param("w", boldc.tensor("f32", 10, 64),
                                                rng.standard_normal((10, 64)).astype(np.float32))])
 
-    def image_out(m, fb, x):
-        return fb.op("reshape", [float_only(m, fb, x)], {"shape": [-1, 1, 2, 5]})
+    def image_out(m, fb, x):  # rank 5: neither class logits nor the per-pixel logits [N, C, H, W]
+        return fb.op("reshape", [float_only(m, fb, x)], {"shape": [-1, 1, 1, 2, 5]})
 
     cases = [(_tiny(tmp_path, "tau.bir", tau_only), [], "nothing to train"),
              (_tiny(tmp_path, "float.bir", float_only), ["--freeze-float"], "nothing to train"),

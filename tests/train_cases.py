@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from boldc.ops.common import conv_transpose_out_hw
+
 BATCH = 6
 
 
@@ -60,14 +62,7 @@ def train_op_cases():
         (12, 6, 6, 8, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 4),
         (40, 4, 4, 70, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     ]
-    for i, (c, h, w, m, k, s, p, d, g) in enumerate(geoms):
-        oh, ow = _out_hw(h, w, k, s, p, d)
-        geo = {"stride": list(s), "pad": list(p), "dilation": list(d), "groups": g}
-        wt = _bits(rng, m, c // g, *k) if i % 2 == 0 else _floats(rng, m, c // g, *k)
-        add("conv2d_grad_x", [_floats(rng, B, m, oh, ow)], [wt], {**geo, "input_hw": [h, w], "scale": -0.5})
-        x = _bits(rng, B, c, h, w) if i != 2 else _floats(rng, B, c, h, w)
-        add("conv2d_grad_w", [_floats(rng, B, m, oh, ow), x],
-            attrs={**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0, "scale": 1.0 if i else -1.0})
+    conv_grad_f32_cases(add, rng, B, geoms, float_input=lambda i: i == 2)
     add("conv2d_grad_w", [_floats(rng, B, 6, 4, 4), _ints(rng, np.int8, B, 4, 4, 4, lo=-9, hi=9)],
         attrs={"kernel": [3, 3], "pad": [1, 1, 1, 1]})
     # threshold backward: modes, integer / float pre-activations, per-channel tau and ge
@@ -111,14 +106,7 @@ def train_op_cases():
             {"scale": -1.0 if k % 2 else 0.5})
         add("linear_grad_w", [_ints(rng, dt, B, m, lo=-top, hi=top), _bits(rng, B, k)], [scale_of(e)],
             {"scale": 1.0 if k % 2 else -1.0})
-    for i, (c, h, w, m, k, s, p, d, g) in enumerate(geoms[:4]):
-        oh, ow = _out_hw(h, w, k, s, p, d)
-        geo = {"stride": list(s), "pad": list(p), "dilation": list(d), "groups": g}
-        dt, top = (np.int16, 32767) if i % 2 == 0 else (np.int8, 127)
-        add("conv2d_grad_x", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top)], [_bits(rng, m, c // g, *k), scale_of(-9)],
-            {**geo, "input_hw": [h, w], "scale": -1.0 if i % 2 else 0.5})
-        add("conv2d_grad_w", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top), _bits(rng, B, c, h, w)], [scale_of(-3)],
-            {**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0, "scale": 1.0})
+    conv_grad_int_cases(add, rng, B, geoms[:4])
     add("channel_sum", [_ints(rng, np.int16, B, 70, 3, 3, lo=-32767, hi=32767)], [scale_of(-15)])
     add("channel_sum", [_ints(rng, np.int8, B, 33, lo=-127, hi=127)], [scale_of(2)], {"axis": -1})
     # quantize_signal: every rounding and width, maps (channels last) and matrices, a zero signal
@@ -185,7 +173,134 @@ def train_op_cases():
             t[0, 0, 0, 0] = p[0, 0, 0, 0]  # a zero difference (l1's sign is 0 there)
             add(loss, [p, t], attrs={"reduction": red})
             add(f"{loss}_grad", [p, t], attrs={"reduction": red})
+    # per-position cross-entropy (logits [N, C, L] and [N, C, H, W]) with ignored labels; a
+    # generator of its own, so that the cases above keep their values
+    dense = np.random.default_rng(99)
+    for red, shape, ignore in (("mean", (B, 5, 7), -100), ("sum", (B, 5, 7), -100), ("mean", (B, 4, 3, 5), 255),
+                               ("sum", (B, 3, 2, 2), 0), ("mean", (B, 10), -100)):
+        logits = _floats(dense, *shape) * 3
+        labels = dense.integers(0, shape[1], (B,) + shape[2:]).astype(np.int32)
+        labels[dense.random(labels.shape) < 0.3] = ignore
+        attrs = {"reduction": red, "ignore_index": ignore}
+        add("softmax_xent", [logits, labels], attrs=attrs)
+        add("softmax_xent_grad", [logits, labels], attrs=attrs)
+    every = np.full((B, 3, 2), -100, np.int32)  # every label ignored: loss and gradient 0
+    add("softmax_xent", [_floats(dense, B, 4, 3, 2), every])
+    add("softmax_xent_grad", [_floats(dense, B, 4, 3, 2), every])
+    dense_prediction_cases(add, B)
+    transposed_conv_grad_cases(add, B)
+    resize_grad_cases(add, B)
     return cases
+
+
+def dense_prediction_cases(add, B):
+    """The LRN gradient, and the convolution gradients of dilated convolutions (DeepLab's ASPP:
+    dilations past the map with padding = dilation, padding past the kernel's extent) with f32
+    and integer signals; a generator of its own, so that the cases before keep their values."""
+    rng = np.random.default_rng(15)
+    for size, alpha, beta, shape, x in ((5, 0.3, 0.75, (7, 3, 5), None), (4, 2.0, 1.5, (6, 5), None),
+                                        (3, 1.0, 0.5, (70, 2, 2), "b1"), (1, 0.5, 0.6, (9,), "i16")):
+        if x is None:
+            x = _floats(rng, B, *shape) * 2
+        elif x == "b1":
+            x = _bits(rng, B, *shape)
+        else:
+            x = _ints(rng, np.int16, B, *shape, lo=-30, hi=30)
+        add("lrn_grad", [_floats(rng, B, *shape), x], attrs={"size": size, "alpha": alpha, "beta": beta, "bias": 1.5})
+    add("sum_to", [_floats(rng, B, 6, 2, 3)], attrs={"shape": ["N", 6, 1, 1]})  # expand's gradient: the batch kept
+    geoms = [  # C, H, W, M, k, stride, pad, dilation, groups
+        (16, 5, 5, 9, (3, 3), (1, 1), (6, 6, 6, 6), (6, 6), 1),
+        (33, 4, 6, 8, (3, 3), (1, 1), (12, 12, 12, 12), (12, 12), 1),
+        (8, 7, 7, 6, (3, 3), (2, 2), (3, 2, 3, 2), (3, 2), 2),
+        (5, 3, 3, 4, (1, 1), (1, 1), (2, 2, 2, 2), (1, 1), 1),
+    ]
+    conv_grad_f32_cases(add, rng, B, geoms, float_input=lambda i: i % 2 == 1)
+    conv_grad_int_cases(add, rng, B, geoms)
+
+
+def _geometry(row) -> tuple[int, int, dict]:
+    """(OH, OW, the conv attributes) of a row (C, H, W, M, k, stride, pad, dilation, groups)."""
+    c, h, w, m, k, s, p, d, g = row
+    return (*_out_hw(h, w, k, s, p, d), {"stride": list(s), "pad": list(p), "dilation": list(d), "groups": g})
+
+
+def conv_grad_f32_cases(add, rng, B, geoms, float_input):
+    """conv2d_grad_x and conv2d_grad_w of f32 signals per geometry row: b1 weights on even
+    rows, f32 on odd ones; an f32 input where ``float_input(row index)``, else b1."""
+    for i, row in enumerate(geoms):
+        c, h, w, m, k, g = row[0], row[1], row[2], row[3], row[4], row[8]
+        oh, ow, geo = _geometry(row)
+        wt = _bits(rng, m, c // g, *k) if i % 2 == 0 else _floats(rng, m, c // g, *k)
+        add("conv2d_grad_x", [_floats(rng, B, m, oh, ow)], [wt], {**geo, "input_hw": [h, w], "scale": -0.5})
+        x = _floats(rng, B, c, h, w) if float_input(i) else _bits(rng, B, c, h, w)
+        add("conv2d_grad_w", [_floats(rng, B, m, oh, ow), x],
+            attrs={**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0, "scale": 1.0 if i else -1.0})
+
+
+def conv_grad_int_cases(add, rng, B, geoms):
+    """The same with integer signals (i16 on even rows, i8 on odd) and their power-of-two
+    scales, against b1 weights and inputs."""
+    for i, row in enumerate(geoms):
+        c, h, w, m, k, g = row[0], row[1], row[2], row[3], row[4], row[8]
+        oh, ow, geo = _geometry(row)
+        dt, top = (np.int16, 32767) if i % 2 == 0 else (np.int8, 127)
+        add("conv2d_grad_x", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top)],
+            [_bits(rng, m, c // g, *k), np.array(2.0 ** -9, np.float32)],
+            {**geo, "input_hw": [h, w], "scale": -1.0 if i % 2 else 0.5})
+        add("conv2d_grad_w", [_ints(rng, dt, B, m, oh, ow, lo=-top, hi=top), _bits(rng, B, c, h, w)],
+            [np.array(2.0 ** -3, np.float32)], {**geo, "kernel": list(k), "pad_value": -1.0 if i % 2 == 0 else 0.0,
+                                                "scale": 1.0})
+
+
+# C, H, W, M, kernel, stride, pad, output_padding, dilation, groups, bias
+TRANSPOSED_GEOMS = [
+    (4, 3, 3, 6, (3, 3), (1, 1), (0, 0, 0, 0), (0, 0), (1, 1), 1, True),
+    (6, 4, 5, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 1), 1, False),
+    (5, 3, 4, 7, (3, 2), (3, 2), (1, 0, 2, 1), (2, 1), (1, 2), 1, True),
+    (8, 4, 4, 6, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), (1, 1), 2, True),
+    (70, 2, 3, 70, (3, 3), (2, 2), (1, 1, 0, 0), (1, 0), (2, 1), 70, False),  # depthwise
+    (33, 3, 3, 65, (2, 2), (2, 2), (0, 0, 0, 0), (0, 0), (1, 1), 1, True),
+]
+
+
+def transposed_attrs(s, p, op, d, g) -> dict:
+    return {"stride": list(s), "pad": list(p), "output_padding": list(op), "dilation": list(d), "groups": g}
+
+
+def transposed_conv_grad_cases(add, B):
+    """What autodiff emits for conv_transpose2d (x [N, C, H, W], W [C, M/g, kh, kw], y [N, M, OH, OW]):
+    dx = conv2d(dy, W) and dW = conv2d_grad_w(x, dy), x in the role of the signal, dy in that of the
+    input, whose output-padding rows and columns no tap reads. A generator of its own."""
+    rng = np.random.default_rng(17)
+    for c, h, w, m, k, s, p, op, d, g, _ in TRANSPOSED_GEOMS:
+        attrs = transposed_attrs(s, p, op, d, g)
+        oh, ow = conv_transpose_out_hw((B, c, h, w), (c, m // g, *k), attrs)
+        del attrs["output_padding"]
+        add("conv2d", [_floats(rng, B, m, oh, ow)], [_floats(rng, c, m // g, *k)], attrs)
+        add("conv2d_grad_w", [_floats(rng, B, c, h, w), _floats(rng, B, m, oh, ow)], attrs={**attrs, "kernel": list(k)})
+
+
+def resize_attrs(size, mode="nearest", coord="half_pixel", nearest="round_prefer_floor", scales=(), **more) -> dict:
+    """The attributes of a resize (or, with ``input_hw``, of its gradient)."""
+    return {"mode": mode, "coordinate_transformation_mode": coord, "nearest_mode": nearest, "size": list(size),
+            "scales": list(scales), **more}
+
+
+def resize_grad_cases(add, B):
+    """The gradient of resize: bilinear (taps shared by neighbouring outputs, clamped borders,
+    a map resized to one pixel and one resized from one pixel), nearest enlarging (each pixel
+    gets several signals) and reducing (some get none). A generator of its own."""
+    rng = np.random.default_rng(17)
+    add("resize_grad", [_floats(rng, B, 5, 9, 5)], attrs=resize_attrs([9, 5], "linear", input_hw=[4, 7]))
+    add("resize_grad", [_floats(rng, B, 3, 11, 2)], attrs=resize_attrs([11, 2], "linear", "align_corners",
+                                                                       input_hw=[5, 6]))
+    add("resize_grad", [_floats(rng, B, 4, 10, 3)], attrs=resize_attrs([10, 3], "linear", "pytorch_half_pixel",
+                                                                       scales=[2.5, 0.6], input_hw=[4, 5]))
+    add("resize_grad", [_floats(rng, B, 6, 4, 3)], attrs=resize_attrs([4, 3], "linear", input_hw=[1, 1]))
+    add("resize_grad", [_floats(rng, B, 2, 1, 1)], attrs=resize_attrs([1, 1], "linear", input_hw=[3, 4]))
+    add("resize_grad", [_floats(rng, B, 70, 6, 8)], attrs=resize_attrs([6, 8], coord="asymmetric", nearest="floor",
+                                                                       scales=[2.0, 2.0], input_hw=[3, 4]))
+    add("resize_grad", [_floats(rng, B, 3, 2, 7)], attrs=resize_attrs([2, 7], nearest="ceil", input_hw=[5, 4]))
 
 
 TRAIN_CASES = train_op_cases()

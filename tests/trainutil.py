@@ -88,3 +88,75 @@ def small_cnn(logic: str, pad_mode: str) -> boldc.Module:
     h = fb.op("flatten", [fb.op("threshold", [s])])
     fb.ret(fb.op("linear", [h, w3, b3]))
     return m
+
+
+def tiny_fcn(seed: int = 0, classes: int = 3) -> boldc.Module:
+    """A fully convolutional segmentation model: float conv (2->8, 3x3), Boolean conv (8->8,
+    3x3), a 1x1 float conv to per-pixel logits [N, classes, 6, 6]."""
+    rng = np.random.default_rng(seed)
+    m = boldc.Module()
+    fb = boldc.FunctionBuilder(m, "forward", [("x", boldc.tensor("f32", "N", 2, 6, 6))])
+    w0 = m.add_param("c0.w", boldc.tensor("f32", 8, 2, 3, 3), (rng.standard_normal((8, 2, 3, 3)) / 3).astype("f4"))
+    w1 = m.add_param("c1.w", boldc.tensor("b1", 8, 8, 3, 3), rng.random((8, 8, 3, 3)) < 0.5)
+    w2 = m.add_param("c2.w", boldc.tensor("f32", classes, 8, 1, 1),
+                     (rng.standard_normal((classes, 8, 1, 1)) / 3).astype("f4"))
+    pad = {"pad": [1, 1, 1, 1]}
+    h = fb.op("threshold", [fb.op("conv2d", [fb.args[0], w0], pad)])
+    h = fb.op("cast", [fb.op("threshold", [fb.op("bconv2d", [h, w1], pad)])], {"to": "f32"})
+    fb.ret(fb.op("conv2d", [h, w2]))
+    return m
+
+
+def tiny_decoder(seed: int = 0) -> boldc.Module:
+    """An upsampling decoder: float conv (2->8, 3x3), Boolean conv (8->8, 3x3), its bits cast to
+    ±1, a float transposed convolution (8->8, 3x3, stride 2, pad 1, output padding 1, bias), ReLU,
+    and a pixel shuffle (CRD, 2) to [N, 2, 16, 16]."""
+    rng = np.random.default_rng(seed)
+    m = boldc.Module()
+    fb = boldc.FunctionBuilder(m, "forward", [("x", boldc.tensor("f32", "N", 2, 4, 4))])
+    w0 = m.add_param("c0.w", boldc.tensor("f32", 8, 2, 3, 3), (rng.standard_normal((8, 2, 3, 3)) / 3).astype("f4"))
+    w1 = m.add_param("c1.w", boldc.tensor("b1", 8, 8, 3, 3), rng.random((8, 8, 3, 3)) < 0.5)
+    wt = m.add_param("up.w", boldc.tensor("f32", 8, 8, 3, 3), (rng.standard_normal((8, 8, 3, 3)) / 8).astype("f4"))
+    bt = m.add_param("up.b", boldc.tensor("f32", 8), (rng.standard_normal(8) / 4).astype("f4"))
+    pad = {"pad": [1, 1, 1, 1]}
+    h = fb.op("threshold", [fb.op("conv2d", [fb.args[0], w0], pad)])
+    h = fb.op("cast", [fb.op("threshold", [fb.op("bconv2d", [h, w1], pad)])], {"to": "f32"})
+    u = fb.op("conv_transpose2d", [h, wt, bt], {"stride": [2, 2], **pad, "output_padding": [1, 1]})
+    fb.ret(fb.op("depth_to_space", [fb.op("relu", [u])], {"blocksize": 2, "mode": "CRD"}))
+    return m
+
+
+def segmentation_data(count: int, seed: int = 0, ignore_index: int = -100, ignored: float = 0.2):
+    """(x [count, 2, 6, 6], labels [count, 6, 6] in 0..2): a pixel's class is read off its two
+    channels; a fraction ``ignored`` of the labels is ``ignore_index``."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((count, 2, 6, 6)).astype(np.float32)
+    y = ((x[:, 0] > 0).astype(np.int32) + (x[:, 1] > 0.5)).astype(np.int32)
+    y[rng.random(y.shape) < ignored] = ignore_index
+    return x, y
+
+
+def assert_c_steps_match(module: boldc.Module, batches, max_batch: int, variant: str = "simd", rtol: float = 1e-5,
+                         **opts) -> boldc.Module:
+    """Training steps of the generated C (``compile(train=True, **opts)`` on a backend_check
+    variant) against the interpreter's @train_step, from the same state on ``batches``
+    [(x, target)]: each loss within ``rtol``, b1 and integer params bit for bit, f32 params
+    within ``rtol`` of their scale. Returns the interpreter's training module."""
+    from boldc.backend.training import TrainOptions, training_module
+
+    from backend_check import build_variant
+
+    ref = training_module(module, TrainOptions.from_kwargs(opts))
+    cm = build_variant(module, variant, train=True, max_batch=max_batch, **opts)
+    for step, (x, y) in enumerate(batches):
+        want = float(boldc.interpret(ref, [x, y], "train_step"))
+        got = cm.train_step(x, y)
+        assert abs(got - want) <= rtol * abs(want), f"step {step}: loss {got} vs {want}"
+        for name, p in ref.params.items():
+            c = cm.get_param(name)
+            if p.type.dtype.is_bool or p.type.dtype.is_int:
+                assert np.array_equal(c, p.data), f"step {step}: @{name} differs"
+            else:
+                err = float(np.abs(c.astype(np.float64) - p.data).max())
+                assert err <= rtol * float(np.abs(p.data).max()), f"step {step}: @{name} differs by {err:.3g}"
+    return ref

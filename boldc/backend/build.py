@@ -32,21 +32,22 @@ from boldc.resources import read_text
 # The runtime: the API header, the drivers, and the ISA layer (bd_isa.h selects one ISA
 # from the compiler's target macros; every bd_isa_<isa>.c is built, and only the
 # selected one has a body), docs/backend.md "The ISA layer".
-RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_grad.c", "bd_train.c", "bd_ckpt.c", "bd_util.c",
-                 "bd_signal.c", "bd_norm.c", "bd_isa.h", "bd_isa_portable.c", "bd_isa_avx512.c",
-                 "bd_isa_avx2.c", "bd_isa_neon.c")
+RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_gemm.h", "bd_gemm.c", "bd_grad.c", "bd_train.c",
+                 "bd_ckpt.c", "bd_util.c", "bd_signal.c", "bd_norm.c", "bd_isa.h", "bd_isa_portable.c",
+                 "bd_isa_avx512.c", "bd_isa_avx2.c", "bd_isa_neon.c")
 RUNTIME_SOURCES = tuple(f for f in RUNTIME_FILES if f.endswith(".c"))
 
 # Target instruction sets: the flags decide which ISA bd_isa.h selects (docs/backend.md,
 # "The ISA layer"). "native": everything this machine has (the best kernels it runs:
-# AVX-512 VPOPCNTDQ, else AVX2, else NEON on aarch64, else portable); "avx512", "avx2":
+# AVX-512 VPOPCNTDQ + VNNI, else AVX2, else NEON on aarch64, else portable); "avx512", "avx2":
 # those kernels (the CPU must have them: check_isa); "neon": the NEON kernels, which need an
 # aarch64 compiler (they are in its base ISA; on another machine, export the C folder and
 # cross-compile it); "portable": the plain C kernels on any target (-DBD_NO_SIMD).
 ISA_FLAGS = {
     "native": ["-march=native"],
     "portable": ["-DBD_NO_SIMD"],
-    "avx512": ["-mavx2", "-mfma", "-mpopcnt", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq"],
+    "avx512": ["-mavx2", "-mfma", "-mpopcnt", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq",
+               "-mavx512vnni"],
     "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
     "neon": [],
 }

@@ -20,24 +20,26 @@ from contextlib import ExitStack
 
 from boldc.backend.cblock import Block, parallel_pragma
 from boldc.backend.cexpr import Const, Expr, Var, div, mod, product
-from boldc.backend.ckernel import CKernel, COp, CTensor, along, each_row, scalar_literal
+from boldc.backend.ckernel import CKernel, COp, CTensor, along, each_row, map_body, scalar_literal
 from boldc.backend.kernels import DTYPE_CODE, _r, map_kernel, rows_of, runtime_call, values
 from boldc.backend.layout import BATCH
 
-MR, NR, KC, MC, NC = 8, 32, 256, 128, 256  # the runtime's BD_MR, BD_NR, BD_KC, BD_MC, BD_NC (bd_grad.c)
-KC_EXACT = 512  # BD_KC_EXACT: the k-block of integer signals (512 · 2^15 = 2^24: float32 partial sums stay exact)
+MR, NR, KC, MC, NC = 8, 32, 256, 128, 256  # the runtime's BD_MR, BD_NR, BD_KC, BD_MC, BD_NC (bd_gemm.c)
 
 
 def _up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
-def gemm_scratch(max_m: int, max_n: int, max_k: int, threads: int, k_block: int = KC) -> int:
-    """Bytes of the runtime's gemm_scratch(): one packed B block and an A block per thread."""
-    mc = min(MC, _up(max(max_m, 1), MR))
-    kc = min(k_block, max(max_k, 1))
+def gemm_scratch(max_m: int, max_n: int, max_k: int, threads: int, k_block: int = KC, size: int = 4,
+                 group: int = 1, b_extra: int = 0, m_block: int = MC) -> int:
+    """Bytes of the runtime's bd_gemm_plan_bytes(): one packed B block and an A block (of at
+    most ``m_block`` rows) per thread, panels of ``size``-byte values (the k-block rounded up
+    to ``group``), each B panel followed by ``b_extra`` bytes. The defaults: the float panels."""
+    mc = min(m_block, _up(max(max_m, 1), MR))
+    kp = _up(min(k_block, max(max_k, 1)), group)
     nc = min(NC, _up(max(max_n, 1), NR))
-    return _r(4 * kc * nc) + max(threads, 1) * _r(4 * mc * kc)
+    return _r((size * kp * NR + b_extra) * (nc // NR)) + max(threads, 1) * _r(size * kp * mc)
 
 
 def _concrete(dims, n: int) -> int:
@@ -91,18 +93,35 @@ def _conv_fields(cop: COp, x_shape, dy_shape, w_shape, other) -> dict:
     return {"C": c, "H": h, "W": wd, "M": m, "OH": oh, "OW": ow, "kh": w_shape[2], "kw": w_shape[3],
             "sh": a["stride"][0], "sw": a["stride"][1], "dh": a["dilation"][0], "dw": a["dilation"][1],
             "pt": a["pad"][0], "pl": a["pad"][1], "groups": a["groups"], "other_type": DTYPE_CODE[other.dtype],
-            "scale": _dbl(a["scale"]), "pad_value": scalar_literal(float(a.get("pad_value", 0.0)), "float"),
+            # a transposed convolution (conv_transpose2d) has no scale: 1
+            "scale": _dbl(a.get("scale", 1.0)), "pad_value": scalar_literal(float(a.get("pad_value", 0.0)), "float"),
             "max_batch": _concrete(dy_shape[:1], cop.max_batch), "max_threads": cop.max_threads}
 
 
 def conv2d_grad_x(cop: COp) -> CKernel:
     """The transposed convolution dx = scale · Σ dy · e(W): runtime ``bd_conv2d_grad_x``."""
-    dy, w = cop.ins
+    return _transposed_conv(cop, *cop.ins)
+
+
+def _transposed_conv(cop: COp, dy: CTensor, w: CTensor) -> CKernel:
+    """The result = scale · the transposed convolution of dy with e(W) (the result's size may
+    exceed the one that convolves back to dy's: those rows and columns get 0)."""
     f = _conv_fields(cop, cop.out.shape, dy.shape, w.shape, w)
     mg, cg = f["M"] // f["groups"], f["C"] // f["groups"]
     scratch = gemm_scratch(f["max_batch"] * f["H"] * f["W"], cg, f["kh"] * f["kw"] * mg, cop.max_threads)
-    return runtime_call("bd_cgrad", f, f"bd_conv2d_grad_x(&cfg, {{ex}}, {_args(cop)}, scratch);", scratch,
-                        "bd_conv2d_grad_x_scratch", dy.lead)
+    return runtime_call("bd_cgrad", f, f"bd_conv2d_grad_x(&cfg, {{ex}}, {dy.name}, {w.name}, {cop.out.name}, scratch);",
+                        scratch, "bd_conv2d_grad_x_scratch", dy.lead)
+
+
+def conv_transpose2d(cop: COp) -> CKernel:
+    """The forward transposed convolution y = convᵀ(x, W) + b: the input-signal GEMM of
+    ``bd_conv2d_grad_x`` (x in the role of dy, scale 1), then the bias added to each output in
+    float (the interpreter adds it in double before its one rounding: within float tolerance)."""
+    kernel = _transposed_conv(cop, cop.ins[0], cop.ins[1])
+    if len(cop.ins) > 2:
+        bias, y = cop.ins[2], cop.out
+        kernel.body += map_body(y, lambda idx: f"{y.load(idx)} + {bias.load([idx[1]])}")
+    return kernel
 
 
 def conv2d_grad_w(cop: COp) -> CKernel:
@@ -307,32 +326,54 @@ def softmax_grad(cop: COp, log: bool) -> CKernel:
     return CKernel(b.text())
 
 
+def xent_positions(cop: COp) -> tuple[Expr, Expr, int, Expr, Expr]:
+    """(outer, inner, classes, pos_stride, class_stride) of logits [N, C, *spatial] as
+    stored: position s of sample k starts at k·C·inner + s·pos_stride, class c is
+    class_stride further (channels-last maps: C and 1; row-major [N, C, L]: 1 and L). Its
+    label is labels[k·inner + s] (labels [N, *spatial] are row-major)."""
+    z = cop.ins[0]
+    classes = z.shape[1]
+    inner = product(*(z.extent(a) for a in range(2, z.rank)))
+    if z.layout.perm[-1] == 1:  # the classes are the last stored axis
+        return z.lead, inner, classes, Const(classes), Const(1)
+    if z.layout.perm != tuple(range(z.rank)):
+        raise cop.fail(f"logits {z.ref} are stored in an order the C loss does not read")
+    return z.lead, inner, classes, Const(1), inner
+
+
 def label_check(cop: COp) -> tuple[str, str]:
     z, t = cop.ins[0], cop.ins[1]
     classes = z.shape[1]
+    ignore = cop.attrs["ignore_index"]
     b = Block()
-    with b.loop("bd_i", rows_of(z)) as i:
-        b(f"if ({t.name}[{i}] < 0 || {t.name}[{i}] >= {classes}) return 1;")
-    return b.text(), f"a label is out of range: there are {classes} classes (0 to {classes - 1})"
+    with b.loop("bd_i", t.layout.count_expr()) as i:
+        b(f"if ({t.name}[{i}] != {ignore} && ({t.name}[{i}] < 0 || {t.name}[{i}] >= {classes})) return 1;")
+    return b.text(), (f"a label is out of range: there are {classes} classes (0 to {classes - 1}; "
+                      f"ignore_index {ignore})")
 
 
 def softmax_xent(cop: COp) -> CKernel:
-    """Softmax cross-entropy of logits [N, C] and labels [N] (log-softmax in double):
-    the loss Σ_k -log p[k, y_k] (/N for "mean")."""
+    """Softmax cross-entropy of logits [N, C, *spatial] and labels [N, *spatial] (log-softmax
+    in double): the loss Σ_k -log p[k, y_k] over the labels that are not ignore_index (/their
+    number for "mean", 0 when there is none)."""
     z, t = cop.ins
-    classes = z.shape[1]
-    rows = rows_of(z)
-    scale = f" / (double)({rows})" if cop.attrs["reduction"] == "mean" else ""
+    outer, inner, classes, pos_stride, class_stride = xent_positions(cop)
+    ignore = cop.attrs["ignore_index"]
     b = Block()
-    b.decl("double bd_total = 0.0;")
-    with b.loop("bd_k", rows) as k:
-        b.decl(f"const float *bd_z = {z.name} + {k * classes};", "double bd_m = -HUGE_VAL, bd_s = 0.0;")
-        with b.loop("bd_c", classes) as c:
-            b(f"if ((double)bd_z[{c}] > bd_m || bd_z[{c}] != bd_z[{c}]) bd_m = (double)bd_z[{c}];")
-        with b.loop("bd_c", classes) as c:
-            b(f"bd_s += exp((double)bd_z[{c}] - bd_m);")
-        b(f"bd_total -= ((double)bd_z[{t.name}[{k}]] - bd_m) - log(bd_s);")
-    b(f"{cop.out.name}[0] = (float)(bd_total{scale});")
+    b.decl("double bd_total = 0.0;", "long bd_count = 0;")
+    with b.loop("bd_k", outer) as k, b.loop("bd_p", inner) as s:
+        b.decl(f"const int32_t bd_y = {t.name}[{k * inner + s}];")
+        with b.when(f"bd_y != {ignore}"):
+            b.decl(f"const float *bd_z = {z.name} + {k * classes * inner + s * pos_stride};",
+                   "double bd_m = -HUGE_VAL, bd_s = 0.0;")
+            with b.loop("bd_c", classes) as c:
+                v = f"bd_z[{c * class_stride}]"
+                b(f"if ((double){v} > bd_m || {v} != {v}) bd_m = (double){v};")
+            with b.loop("bd_c", classes) as c:
+                b(f"bd_s += exp((double)bd_z[{c * class_stride}] - bd_m);")
+            b(f"bd_total -= ((double)bd_z[bd_y * {class_stride.atom()}] - bd_m) - log(bd_s);", "bd_count += 1;")
+    mean = cop.attrs["reduction"] == "mean"
+    b(f"{cop.out.name}[0] = (float)(bd_total{' / (double)(bd_count > 0 ? bd_count : 1)' if mean else ''});")
     check, message = label_check(cop)
     return CKernel(b.text(), input_check=check, input_check_message=message, input_check_operands=(1,))
 

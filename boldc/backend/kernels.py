@@ -260,8 +260,10 @@ def reshape(cop: COp) -> CKernel:
 
 
 def concat(cop: COp, axis: int) -> CKernel:
-    """Inputs side by side along ``axis`` (a select chain on the output index)."""
+    """Inputs side by side along ``axis`` (a select chain on the output index); into an
+    integer result a b1 input enters as e(b) = ±1."""
     axis = axis % cop.out.rank
+    signs = not cop.out.dtype.is_bool
 
     def expr(idx: list[Expr]) -> str:
         start, parts = 0, []
@@ -269,13 +271,20 @@ def concat(cop: COp, axis: int) -> CKernel:
             shifted = list(idx)
             shifted[axis] = idx[axis] - start
             start += t.shape[axis]
-            parts.append((start, t.load(shifted)))
+            load = t.load(shifted)
+            parts.append((start, f"(2 * {load} - 1)" if signs and t.dtype.is_bool else load))
         text = parts[-1][1]
         for stop, load in reversed(parts[:-1]):
             text = f"({idx[axis]} < {stop} ? {load} : {text})"
         return text
 
     return map_kernel(cop, expr)
+
+
+def expand(cop: COp) -> CKernel:
+    """y[idx] = x at idx under numpy broadcasting (a copy into the larger result)."""
+    x = cop.ins[0]
+    return CKernel(copy_body(cop.out, x, lambda idx: x.at(idx, cop.out.rank)))
 
 
 def cast(cop: COp) -> CKernel:

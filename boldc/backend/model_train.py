@@ -3,7 +3,7 @@
 ``train_step`` runs the generated @train_step once (one batch, params updated in place
 in the params image); ``fit`` runs epochs of them; ``evaluate`` runs the compiled
 @forward over a data set and applies the loss op (its reference definition, in
-float64) to the predictions. ``save_checkpoint`` / ``load_checkpoint`` call the C
+float64) and a metric (``boldc.metrics``) to the predictions. ``save_checkpoint`` / ``load_checkpoint`` call the C
 runtime (runtime/bd_ckpt.c), which writes and reads the same files as
 ``boldc.save_checkpoint``.
 """
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from boldc.epochs import epoch_order, run_epochs
-from boldc.errors import ArtefactError, BoldcError, InterpretError
+from boldc.epochs import epoch_order, evaluate_predictions, run_epochs
+from boldc.errors import ArtefactError, BoldcError
 from boldc.fileio import check_output_file
+from boldc.metrics import DEFAULT_PSNR_PEAK
 from boldc.ops.registry import lookup
 from boldc.ops.traits import Loss
 
@@ -85,22 +86,16 @@ class TrainingMixin:
             raise BoldcError(f"unknown loss {name!r}")
         return d, d.normalize_attrs({})
 
-    def evaluate(self, x, y, batch: int | None = None, loss: str | None = None) -> tuple[float, float | None]:
-        """(loss, accuracy) of the model on (x, y): the compiled @forward in batches, then
-        the loss op on all predictions. Accuracy (argmax over axis 1 equals the label) is
-        defined for classification losses (integer labels); it is None for the others."""
+    def evaluate(self, x, y, batch: int | None = None, loss: str | None = None, metric: str | None = None,
+                 psnr_peak: float = DEFAULT_PSNR_PEAK, ignore_index: int | None = None) -> tuple[float, float | None]:
+        """(loss, metric) of the model on (x, y): the compiled @forward in batches, then the
+        loss op and the metric on all predictions (``boldc.epochs.evaluate_predictions``).
+        ``metric``: accuracy, miou or psnr (``boldc.metrics``); None is accuracy for integer
+        labels and no metric (None) for float targets. ``ignore_index`` replaces the loss's."""
         opdef, attrs = self.loss_definition(loss)
-        y = np.asarray(y)
         pred = self.infer(x) if batch is None else self._infer_in(x, batch)
-        if not isinstance(pred, np.ndarray):
-            raise BoldcError("evaluate needs a model with one output (the prediction)")
         target = opdef.target_type(_type_of(self.module))
-        if y.shape[0] != pred.shape[0]:
-            raise InterpretError(f"{pred.shape[0]} samples but {y.shape[0]} targets")
-        value = float(opdef.evaluate([pred, y.astype(target.dtype.numpy)], attrs)[0])
-        if not target.dtype.is_int:
-            return value, None
-        return value, float((pred.argmax(axis=1) == y).mean())
+        return evaluate_predictions(opdef, attrs, target, pred, y, metric, psnr_peak, ignore_index)
 
     def _infer_in(self, x, batch: int):
         if not 1 <= batch <= self.max_batch:

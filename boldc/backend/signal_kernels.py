@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from boldc.backend.cexpr import product
 from boldc.backend.ckernel import CKernel, COp, CTensor, scalar_literal
-from boldc.backend.grad_kernels import KC_EXACT, _concrete, _conv_fields, _features_last, flip_runs, gemm_scratch
+from boldc.backend.grad_kernels import NR, _concrete, _conv_fields, _features_last, flip_runs, gemm_scratch
 from boldc.backend.kernels import DTYPE_CODE, _init, _r, rows_of, runtime_call
 from boldc.backend.layout import BATCH
 from boldc.ir.types import DType
@@ -25,6 +25,20 @@ def _wide(reduction: int, dy: CTensor) -> bool:
     """The runtime sums in int64 when ``reduction`` terms of the signal's largest magnitude
     (2^7 for i8, 2^15 for i16) could pass the int32 range."""
     return reduction * (128 if dy.dtype is DType.i8 else 32768) > INT32_MAX
+
+
+# The integer panels of the runtime's GEMM (bd_gemm.c, bd_isa.h) per signal type: bytes per value,
+# values per group (BD_IG16, BD_IG8), the k-block (BD_KC_I16, BD_KC_I8), the bytes after each B
+# panel (an int8 panel's BD_NR int32 column sums) and the row block (BD_MC_INT).
+PANELS = {DType.i16: {"size": 2, "group": 2, "k_block": 512, "b_extra": 0, "m_block": 512},
+          DType.i8: {"size": 1, "group": 4, "k_block": 1024, "b_extra": 4 * NR, "m_block": 512}}
+
+
+def _scratch(max_m: int, max_n: int, reduction: int, cop: COp, dy: CTensor, outputs: int) -> int:
+    """The runtime's exact_scratch(): the integer GEMM's panels, then int64 accumulators of
+    ``outputs`` results when the sums may pass the int32 range."""
+    return (gemm_scratch(max_m, max_n, reduction, cop.max_threads, **PANELS[dy.dtype])
+            + (_r(8 * outputs) if _wide(reduction, dy) else 0))
 
 
 def is_integer_signal(t: CTensor) -> bool:
@@ -40,7 +54,7 @@ def linear_grad_x_int(cop: COp) -> CKernel:
     _features_last(cop, dy)
     m, k = w.shape
     max_rows = _concrete(dy.shape[:-1], cop.max_batch)
-    scratch = gemm_scratch(max_rows, k, m, cop.max_threads, KC_EXACT) + (_r(8 * max_rows * k) if _wide(m, dy) else 0)
+    scratch = _scratch(max_rows, k, m, cop, dy, max_rows * k)
     return runtime_call("bd_lgrad", _lgrad_fields(cop, m, k, w, max_rows),
                         f"bd_linear_grad_x_int(&cfg, {{ex}}, {rows_of(dy)}, {dy.name}, {w.name}, {dy_scale.name}, "
                         f"{cop.out.name}, scratch);", scratch, "bd_linear_grad_x_int_scratch")
@@ -53,7 +67,7 @@ def linear_grad_w_int(cop: COp) -> CKernel:
     _features_last(cop, x)
     m, k = cop.out.shape
     max_rows = _concrete(dy.shape[:-1], cop.max_batch)
-    scratch = gemm_scratch(m, k, max_rows, cop.max_threads, KC_EXACT) + (_r(8 * m * k) if _wide(max_rows, dy) else 0)
+    scratch = _scratch(m, k, max_rows, cop, dy, m * k)
     return runtime_call("bd_lgrad", _lgrad_fields(cop, m, k, x, max_rows),
                         f"bd_linear_grad_w_int(&cfg, {{ex}}, {rows_of(dy)}, {dy.name}, {x.name}, {dy_scale.name}, "
                         f"{cop.out.name}, scratch);", scratch, "bd_linear_grad_w_int_scratch")
@@ -71,8 +85,7 @@ def conv2d_grad_x_int(cop: COp) -> CKernel:
     mg, cg = f["M"] // f["groups"], f["C"] // f["groups"]
     pixels = f["max_batch"] * f["H"] * f["W"]
     reduction = f["kh"] * f["kw"] * mg
-    scratch = gemm_scratch(pixels, cg, reduction, cop.max_threads, KC_EXACT) + (
-        _r(8 * pixels * f["C"]) if _wide(reduction, dy) else 0)
+    scratch = _scratch(pixels, cg, reduction, cop, dy, pixels * f["C"])
     return runtime_call("bd_cgrad", f, f"bd_conv2d_grad_x_int(&cfg, {{ex}}, {dy.name}, {w.name}, {dy_scale.name}, "
                                        f"{cop.out.name}, scratch);", scratch, "bd_conv2d_grad_x_int_scratch", dy.lead)
 
@@ -86,8 +99,7 @@ def conv2d_grad_w_int(cop: COp) -> CKernel:
     mg, cg = f["M"] // f["groups"], f["C"] // f["groups"]
     reduction = f["max_batch"] * f["OH"] * f["OW"]
     taps = f["kh"] * f["kw"] * cg
-    scratch = gemm_scratch(mg, taps, reduction, cop.max_threads, KC_EXACT) + (
-        _r(8 * f["M"] * taps) if _wide(reduction, dy) else 0)
+    scratch = _scratch(mg, taps, reduction, cop, dy, f["M"] * taps)
     return runtime_call("bd_cgrad", f, f"bd_conv2d_grad_w_int(&cfg, {{ex}}, {dy.name}, {x.name}, {dy_scale.name}, "
                                        f"{cop.out.name}, scratch);", scratch, "bd_conv2d_grad_w_int_scratch", dy.lead)
 
@@ -124,13 +136,17 @@ def quantize_signal(cop: COp) -> CKernel:
                    f"bd_quantize_signal(&cfg, ex, {z.lead}, {z.name}, {step}, {q.name}, {scale.name});\n")
 
 
-def softmax_xent_grad(cop: COp, label_check: tuple[str, str]) -> CKernel:
-    """dz = softmax(z) - onehot (/rows for "mean"), with boldc's exp: ``bd_softmax_xent_grad``."""
+def softmax_xent_grad(cop: COp, positions: tuple, label_check: tuple[str, str]) -> CKernel:
+    """dz = softmax(z) - onehot at every position whose label is not ignore_index (0 at the
+    others; /their number for "mean"), with boldc's exp: ``bd_softmax_xent_grad_map`` over
+    ``positions`` (``grad_kernels.xent_positions``)."""
     z, labels = cop.ins
+    outer, inner, classes, pos_stride, class_stride = positions
     mean = int(cop.attrs["reduction"] == "mean")
     check, message = label_check
-    return CKernel(f"bd_softmax_xent_grad({rows_of(z)}, {z.shape[1]}, {z.name}, {labels.name}, {mean}, "
-                   f"{cop.out.name});\n", input_check=check, input_check_message=message, input_check_operands=(1,))
+    return CKernel(f"bd_softmax_xent_grad_map({outer}, {inner}, {classes}, {pos_stride}, {class_stride}, {z.name}, "
+                   f"{labels.name}, {cop.attrs['ignore_index']}, {mean}, {cop.out.name});\n", input_check=check,
+                   input_check_message=message, input_check_operands=(1,))
 
 
 def flip_update_i16(cop: COp) -> CKernel:

@@ -19,6 +19,7 @@ import numpy as np
 from boldc.errors import BoldcError
 from boldc.ir.core import Module
 from boldc.ir.verifier import verify
+from boldc.ops.loss_ops import IGNORE_INDEX
 from boldc.ops.registry import lookup
 from boldc.ops.traits import GradientSink, Loss, Optimizer
 
@@ -32,6 +33,7 @@ class TrainOptions:
 
     loss: str = "softmax_xent"          # the loss op (trait "loss"): softmax_xent | mse | l1
     reduction: str = "mean"             # how the loss reduces over the batch: mean | sum
+    ignore_index: int = IGNORE_INDEX    # softmax_xent: the label that gives no loss and no gradient
     threshold_grad: str = "tanh"        # threshold backward: tanh | box | bireal
     alpha: float = 0.0                  # its scale; 0 = π/(2√(3m)) from the fan-in m
     rescale: bool = False               # the input-signal rescaling of docs/method.md
@@ -80,6 +82,10 @@ class TrainOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
                 raise BoldcError(f"training option {name} must be an integer >= 0, got {v!r}")
+        v = self.ignore_index
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not -2**31 <= v < 2**31:
+            raise BoldcError(f"training option ignore_index must be an integer in the range of the i32 labels, "
+                             f"got {v!r}")
 
     @property
     def resolved_schedule(self) -> str:
@@ -105,10 +111,12 @@ def training_module(module: Module, opts: TrainOptions) -> Module:
     m = module.copy()
     if "forward" not in m.functions:
         raise BoldcError("compile(train=True) needs a module with @forward")
-    autodiff_opts = {"loss", "reduction", "threshold_grad", "alpha", "rescale", "signal_bits", "rounding"}
+    autodiff_opts = {"loss", "reduction", "ignore_index", "threshold_grad", "alpha", "rescale", "signal_bits",
+                     "rounding"}
     if "train_step" not in m.functions:
-        autodiff = Autodiff(loss=opts.loss, reduction=opts.reduction, threshold_grad=opts.threshold_grad,
-                            alpha=opts.alpha, rescale=opts.rescale, frozen=list(opts.frozen),
+        autodiff = Autodiff(loss=opts.loss, reduction=opts.reduction, ignore_index=opts.ignore_index,
+                            threshold_grad=opts.threshold_grad, alpha=opts.alpha, rescale=opts.rescale,
+                            frozen=list(opts.frozen),
                             freeze_float=opts.freeze_float, signal_bits=opts.signal_bits, rounding=opts.rounding,
                             seed=opts.seed)
         autodiff.check_requirements(m)

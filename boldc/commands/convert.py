@@ -23,8 +23,8 @@ def _status(console, text: str):
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output IR file [default: MODEL with the suffix .bir, in the current directory].")
 @click.option("--keep-bn", is_flag=True,
-              help="Keep BatchNormalization (float, trainable) between each Boolean layer and its threshold "
-                   "instead of removing it.")
+              help="Keep BatchNormalization (float, trainable) and LRN between each Boolean layer and its "
+                   "threshold instead of removing them.")
 @click.option("--fold-bn", is_flag=True,
               help="Keep BatchNormalization and fold each one that feeds a threshold into per-channel integer "
                    "thresholds (for inference; exact).")

@@ -1,10 +1,11 @@
 """Data files of ``boldc train`` and ``boldc eval``: an .npz with ``x`` and ``y``.
 
 ``x`` holds the samples, numbers of shape [N, ...] matching the model's input (its
-dimensions after the batch); ``y`` the targets: integer class labels [N] for a
-classification loss (softmax_xent), or numbers shaped like the prediction for a
-regression loss (mse, l1). Every mistake is a one-line error naming the file and the
-array.
+dimensions after the batch); ``y`` the targets: integer class labels for a classification
+loss (softmax_xent): [N] for logits [N, C], one per position for dense logits ([N, H, W]
+for [N, C, H, W]), in 0..C-1 or the ignore index; or numbers shaped like the prediction for
+a regression loss (mse, l1; images for an image-to-image model). Every mistake is a one-line
+error naming the file and the array.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ def _dims(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _tail(shape) -> str:
+    """The dimensions after the batch, as ", 3, 4" (nothing for none)."""
+    return "".join(f", {d}" for d in shape[1:])
+
+
 def model_input(module: Module, model="the model") -> TensorType:
     """The type of the model's one input; ``model`` (its file) names it in errors."""
     fn = module.function("forward")
@@ -36,9 +42,11 @@ def model_input(module: Module, model="the model") -> TensorType:
     return t
 
 
-def load_data(path, module: Module, target: TensorType) -> tuple[np.ndarray, np.ndarray]:
+def load_data(path, module: Module, target: TensorType, ignore_index: int | None = None) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
     """(x as float32, y as the target dtype) from ``path``, checked against ``module``'s
-    input and the loss's ``target`` type (a type of the batch)."""
+    input and the loss's ``target`` type (a type of the batch); a label equal to
+    ``ignore_index`` is allowed besides 0..C-1."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ArtefactError(f"{path}: a data file is an .npz with the arrays x (samples) and y (targets)")
@@ -63,17 +71,20 @@ def load_data(path, module: Module, target: TensorType) -> tuple[np.ndarray, np.
     if target.dtype.is_int:
         if y.dtype.kind not in "iu":
             raise ArtefactError(f"{path}: 'y' must hold integer class labels, got {y.dtype}")
-        if y.ndim != 1:
-            raise ArtefactError(f"{path}: 'y' must be one label per sample (shape [N]), got shape {_dims(y.shape)}")
+        if tuple(y.shape[1:]) != tuple(target.shape[1:]):
+            each = "sample" if target.rank == 1 else "sample and position of the prediction"
+            raise ArtefactError(f"{path}: 'y' must be one label per {each} (shape [N{_tail(target.shape)}]), got "
+                                f"shape {_dims(y.shape)}")
         classes = module.function("forward").returns[0].type.shape[1]
-        bad = y[(y < 0) | (y >= classes)]
+        bad = y[((y < 0) | (y >= classes)) & (y != ignore_index if ignore_index is not None else True)]
         if bad.size:
+            ignored = f"; ignore index {ignore_index}" if ignore_index is not None else ""
             raise ArtefactError(f"{path}: label {int(bad[0])} in 'y' is out of range: the model has {classes} "
-                                f"classes (0 to {classes - 1})")
+                                f"classes (0 to {classes - 1}{ignored})")
         return x, y.astype(target.dtype.numpy)
     if y.dtype.kind not in "fiu" or tuple(y.shape[1:]) != tuple(target.shape[1:]):
-        raise ArtefactError(f"{path}: 'y' must hold numbers of shape [N, {', '.join(map(str, target.shape[1:]))}] "
-                            f"(the prediction's), got {y.dtype} {_dims(y.shape)}")
+        raise ArtefactError(f"{path}: 'y' must hold numbers of shape [N{_tail(target.shape)}] (the prediction's), "
+                            f"got {y.dtype} {_dims(y.shape)}")
     return x, _finite_f32(y, "y", path)
 
 

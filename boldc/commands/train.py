@@ -31,10 +31,11 @@ from boldc.commands.common import FILE, f32_rate
 from boldc.errors import ArtefactError, BoldcError
 
 # Options that only build a new training step (a module with @train_step keeps its own).
-STEP_OPTIONS = ("eta", "lr", "schedule", "freeze_float", "threshold_grad", "loss", "signal_bits", "rounding",
-                "accumulator")
+STEP_OPTIONS = ("eta", "lr", "schedule", "freeze_float", "threshold_grad", "loss", "ignore_index", "signal_bits",
+                "rounding", "accumulator")
 DEFAULTS = {"eta": 3.0, "lr": 1e-3, "schedule": "cosine", "freeze_float": False, "threshold_grad": "tanh",
-            "loss": "softmax_xent", "signal_bits": "16", "rounding": "nearest", "accumulator": "f32"}
+            "loss": "softmax_xent", "ignore_index": -100, "signal_bits": "16", "rounding": "nearest",
+            "accumulator": "f32"}
 # Meta of the checkpoint that must match to resume: they fix the schedule and the batches.
 RESUME_KEYS = ("epochs", "batch", "seed", "val_split", "steps_per_epoch")
 
@@ -59,6 +60,44 @@ def target_type(module, loss: str):
         raise BoldcError(f"--loss {loss} does not apply to the model's prediction {pred}: {exc}") from None
 
 
+def loss_ignore_index(module, loss: str, given: int | None = None) -> int | None:
+    """The label the loss ignores: @train_step's loss's, else ``given`` (default -100) when
+    ``loss`` has an ignore_index, else None (mse, l1: no labels)."""
+    from boldc.backend.training import loss_op
+    from boldc.ops.registry import lookup
+
+    if "train_step" in module.functions:
+        return loss_op(module).attrs.get("ignore_index")
+    spec = lookup(loss).attr_spec("ignore_index")
+    if spec is None:
+        if given is not None:
+            raise BoldcError(f"--ignore-index: the loss {loss} takes no class labels")
+        return None
+    return spec.default if given is None else given
+
+
+def resolve_metric(metric: str | None, target, psnr_peak: float) -> str | None:
+    """The metric to report for the loss's ``target`` type: ``metric`` checked against it,
+    or the default (accuracy for class labels, none for float targets)."""
+    from boldc.metrics import check_metric, check_peak, default_metric
+
+    labels = target.dtype.is_int
+    for flag, check in ((f"--metric {metric}", lambda: metric is None or check_metric(metric, labels)),
+                        ("--psnr-peak", lambda: check_peak(psnr_peak))):
+        try:
+            check()
+        except BoldcError as exc:
+            raise BoldcError(f"{flag}: {exc}") from None
+    return metric or default_metric(labels)
+
+
+def metric_text(metric: str, value: float) -> str:
+    """A metric's value as the commands print it."""
+    if metric == "psnr":
+        return f"PSNR {value:.2f} dB"
+    return f"{'mIoU' if metric == 'miou' else metric} {100 * value:.2f}%"
+
+
 @click.command("train")
 @click.argument("model", type=FILE)
 @click.option("--data", required=True, type=FILE, help="Training data: an .npz with x (samples) and y (labels).")
@@ -76,6 +115,13 @@ def target_type(module, loss: str):
 @click.option("--threshold-grad", type=click.Choice(["tanh", "box", "bireal"]),
               help="Backward of the threshold activation [default: tanh].")
 @click.option("--loss", type=click.Choice(["softmax_xent", "mse", "l1"]), help="Loss [default: softmax_xent].")
+@click.option("--ignore-index", type=int,
+              help="(softmax_xent) The label that gives no loss and no gradient, e.g. unlabelled pixels "
+                   "[default: -100].")
+@click.option("--metric", type=click.Choice(["accuracy", "miou", "psnr"]),
+              help="Metric reported after every epoch [default: accuracy for class labels, none for mse/l1].")
+@click.option("--psnr-peak", default=1.0, show_default=True, type=float,
+              help="The peak value of --metric psnr (1 for images in [0, 1], 255 for 8-bit values).")
 @click.option("--signal-bits", type=click.Choice(["16", "8", "4", "f32"]),
               help="Backward signals of the Boolean layers: 16-, 8- or 4-bit integers with a power-of-two scale "
                    "(exact sums, the same bits on every CPU), or f32 [default: 16].")
@@ -107,15 +153,15 @@ def target_type(module, loss: str):
 @click.option("--crop-pad", default=0, show_default=True, type=click.IntRange(min=0),
               help="(--engine torch) Random crop of image inputs padded by this many pixels (0: none).")
 @click.option("--flip", is_flag=True, help="(--engine torch) Random horizontal flip of image inputs.")
-def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float, threshold_grad, loss, signal_bits,
-            rounding, accumulator, val_split, seed, checkpoint, metrics, resume, threads, engine, device, nproc, fast,
-            amp, crop_pad, flip) -> None:
+def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float, threshold_grad, loss, ignore_index,
+            metric, psnr_peak, signal_bits, rounding, accumulator, val_split, seed, checkpoint, metrics, resume,
+            threads, engine, device, nproc, fast, amp, crop_pad, flip) -> None:
     """Train MODEL (.bir) on DATA through the generated C (or on PyTorch with --engine torch)
     and write the trained model.
 
-    Prints a progress bar with the loss, and after every epoch the loss and accuracy on
-    the training data (and on the held-out part with --val-split). Defaults are the
-    tested ones of docs/training.md."""
+    Prints a progress bar with the loss, and after every epoch the loss and the metric
+    (--metric) on the training data (and on the held-out part with --val-split). Defaults
+    are the tested ones of docs/training.md."""
     from rich.console import Console
 
     import boldc
@@ -129,8 +175,9 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
         check_c_engine_options(engine_options)
     err = Console(stderr=True)
     given = {k: v for k, v in dict(eta=eta, lr=lr, schedule=schedule, freeze_float=freeze_float,
-                                     threshold_grad=threshold_grad, loss=loss, signal_bits=signal_bits,
-                                     rounding=rounding, accumulator=accumulator).items() if v is not None}
+                                     threshold_grad=threshold_grad, loss=loss, ignore_index=ignore_index,
+                                     signal_bits=signal_bits, rounding=rounding, accumulator=accumulator).items()
+             if v is not None}
     output = output or Path(Path(model).stem + "_trained.bir")
     checkpoint = checkpoint or output.with_suffix(".ckpt")
     metrics = metrics or output.with_suffix(".metrics.json")
@@ -154,7 +201,12 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
         raise BoldcError(f"{model} already has @train_step with its optimizer: "
                          f"{', '.join('--' + k.replace('_', '-') for k in given)} do not apply")
     opts = {**DEFAULTS, **given}
-    x, y = load_data(data, module, target_type(module, opts["loss"]))
+    target = target_type(module, opts["loss"])
+    metric = resolve_metric(metric, target, psnr_peak)
+    ignored = loss_ignore_index(module, opts["loss"], ignore_index)
+    if ignored is None:
+        opts.pop("ignore_index")  # the loss takes no labels
+    x, y = load_data(data, module, target, ignored)
     x_tr, y_tr, x_val, y_val = split(x, y, val_split, seed, data)
     if batch > len(x_tr):
         batch = len(x_tr)  # one batch per epoch: the whole training set
@@ -172,7 +224,8 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
     main = getattr(cm, "is_main", True)  # one process of several writes the files and reports
     run = {"model": str(model), "data": str(data), "epochs": epochs, "batch": batch, "seed": seed,
            "val_split": val_split, "steps_per_epoch": steps, "train_samples": len(x_tr), "val_samples": len(x_val),
-           **({} if has_step else {k: opts[k] for k in DEFAULTS})}
+           "metric": metric, **({"psnr_peak": psnr_peak} if metric == "psnr" else {}),
+           **({} if has_step else {k: opts[k] for k in DEFAULTS if k in opts})}
     history, start = [], 0
     if resume:
         start, history = _resume(cm, resume, run, metrics)
@@ -201,6 +254,8 @@ def _check_finite(saved: dict, epoch: int, entry: dict, trained) -> None:
         if p.type.dtype.is_float and not np.all(np.isfinite(p.data)):
             raise _diverged(saved, f"after epoch {epoch + 1} param @{name} holds NaN or infinite values")
     for key, value in entry.items():
+        if key.endswith("_psnr") and value == math.inf:
+            continue  # predictions equal to their targets: an infinite PSNR is no divergence
         if isinstance(value, float) and not math.isfinite(value):
             raise _diverged(saved, f"after epoch {epoch + 1} the {key.replace('_', ' ')} is {value}")
 
@@ -234,13 +289,13 @@ def _saved_text(saved: dict) -> str:
 
 
 def _epoch_text(e: dict) -> str:
+    from boldc.metrics import METRICS
+
     parts = [f"loss {e['train_loss']:.4f}"]
-    if e.get("train_accuracy") is not None:
-        parts.append(f"accuracy {100 * e['train_accuracy']:.2f}%")
-    if "val_loss" in e:
-        parts.append(f"val loss {e['val_loss']:.4f}")
-        if e.get("val_accuracy") is not None:
-            parts.append(f"val accuracy {100 * e['val_accuracy']:.2f}%")
+    for split, prefix in (("train", ""), ("val", "val ")):
+        if split == "val" and "val_loss" in e:
+            parts.append(f"val loss {e['val_loss']:.4f}")
+        parts += [prefix + metric_text(m, e[f"{split}_{m}"]) for m in METRICS if e.get(f"{split}_{m}") is not None]
     return ", ".join(parts)
 
 
@@ -306,9 +361,11 @@ def _train(cm, module, run, sets, start, history, saved, output, checkpoint, met
         def on_epoch(epoch, mean_loss):
             nonlocal t0
             entry = {"epoch": epoch + 1, "steps": steps, "train_loss": mean_loss}
-            entry["train_eval_loss"], entry["train_accuracy"] = cm.evaluate(x_tr, y_tr)
+            measured = {"metric": run["metric"], "psnr_peak": run.get("psnr_peak", 1.0)}
+            name = run["metric"] or "accuracy"  # no metric (mse, l1): train_accuracy null, as before metrics
+            entry["train_eval_loss"], entry[f"train_{name}"] = cm.evaluate(x_tr, y_tr, **measured)
             if len(x_val):
-                entry["val_loss"], entry["val_accuracy"] = cm.evaluate(x_val, y_val)
+                entry["val_loss"], entry[f"val_{name}"] = cm.evaluate(x_val, y_val, **measured)
             saturations = [int(cm.get_param(n)) for n, p in cm.module.params.items()
                            if str((p.attrs or {}).get("role", "")).startswith(SATURATION_ROLE)]
             if saturations:  # the i16 accumulators' entries that saturated, since the start

@@ -167,26 +167,35 @@ def divisors(d: int, limit: int | None = None) -> list[int]:
     return sorted(out)
 
 
+def _span(kind: str, a: int, t: int, a_size: int, k: int, s: int, dl: int, p: int) -> int:
+    """Rows of the I stream from the first to the last that the outputs [a, a + t) read
+    (padding is never read; a dilated kernel may skip rows, and its taps may all fall in the
+    padding): for each tap i, the outputs o whose row o·s - p + i·dl is in [0, a_size)
+    (input_signal: the dy rows oy with oy·s - p + i·dl in [a, a + t))."""
+    lo, hi = None, None
+    for i in range(k):
+        off = i * dl - p
+        if kind == "input_signal":
+            first, last = max(-(-(a - off) // s), 0), min((a + t - 1 - off) // s, a_size - 1)
+            rows = (first, last)
+        else:
+            first, last = max(a, -(off // s)), min(a + t - 1, (a_size - 1 - off) // s)
+            rows = (first * s + off, last * s + off)
+        if first <= last:
+            lo = rows[0] if lo is None else min(lo, rows[0])
+            hi = rows[1] if hi is None else max(hi, rows[1])
+    return 0 if lo is None else hi - lo + 1
+
+
 @lru_cache(maxsize=4096)
 def _axis_rows(kind: str, size: int, a_size: int, k: int, s: int, dl: int, p: int) -> tuple[tuple, tuple]:
     """For each divisor T of ``size`` (tile of outputs along one axis): the rows of the
-    I stream read by all tiles together (clipped to [0, a_size)) and the largest
-    tile's extent."""
+    I stream read by all tiles together (each tile's ``_span``) and the largest tile's."""
     totals, extents = [], []
     for t in divisors(size):
-        total = extent = 0
-        for a in range(0, size, t):
-            if kind == "input_signal":  # dx rows [a, a+t) receive from dy rows oy with oy·s - p + i·dl in it
-                lo = -(-(a + p - (k - 1) * dl) // s)
-                hi = (a + t - 1 + p) // s
-            else:  # output rows [a, a+t) read input rows [a·s - p, (a+t-1)·s - p + (k-1)·dl]
-                lo = a * s - p
-                hi = (a + t - 1) * s - p + (k - 1) * dl
-            rows = max(0, min(hi, a_size - 1) - max(lo, 0) + 1)
-            total += rows
-            extent = max(extent, rows)
-        totals.append(total)
-        extents.append(extent)
+        spans = [_span(kind, a, t, a_size, k, s, dl, p) for a in range(0, size, t)]
+        totals.append(sum(spans))
+        extents.append(max(spans))
     return tuple(totals), tuple(extents)
 
 

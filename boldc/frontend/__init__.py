@@ -5,6 +5,6 @@
 - ``onnx.py``: the only module importing onnx: reading, opset and validity checks,
   input shapes, generic constant folding.
 - ``graph.py``: the plain-Python graph the rest works on; ``importer.py``: the driver;
-  ``nn_handlers.py`` and ``tensor_handlers.py``: one handler per ONNX op type.
+  ``nn_handlers.py``, ``tensor_handlers.py`` and ``resize_handlers.py``: one handler per ONNX op type.
 - ``summary.py``: the table ``boldc convert`` prints.
 """

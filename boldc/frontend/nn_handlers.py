@@ -1,5 +1,5 @@
-"""ONNX layer ops -> registry ops: Conv, Gemm, MatMul, BatchNormalization, pooling,
-activations, Softmax/LogSoftmax.
+"""ONNX layer ops -> registry ops: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization, LRN,
+pooling, activations, Softmax/LogSoftmax.
 
 Weights must be constants (initializers or foldable); they become f32 params named
 after the ONNX initializer. Layouts already agree with ONNX (NCHW, filters
@@ -50,24 +50,83 @@ def _spatial(imp: Importer, node: Node, x: Value, kernel: list[int], dilated: bo
 # --- arithmetic layers ------------------------------------------------------------------
 
 
-@handles("Conv")
-def conv(imp: Importer, node: Node) -> list:
-    x = imp.value(node, 0)
+def _filters(imp: Importer, node: Node, what: str) -> tuple[np.ndarray, list[int]]:
+    """The constant 4-D weights of a 2-D convolution node (``what`` names its kind) and its
+    kernel_shape, checked against them."""
     w = imp.const(node, 1, "the weights")
     if w.ndim != 4:
-        raise imp.error(node, f"only 2-D convolutions (4-D weights) are supported, got weights of shape "
-                              f"{list(w.shape)}")
+        raise imp.error(node, f"only 2-D {what} (4-D weights) are supported, got weights of shape {list(w.shape)}")
     kernel = [int(k) for k in node.attr("kernel_shape", w.shape[2:])]
     if kernel != list(w.shape[2:]):
         raise imp.error(node, f"kernel_shape {kernel} disagrees with the weights {list(w.shape)}")
-    attrs = _spatial(imp, node, x, kernel)
-    attrs["groups"] = int(node.attr("group", 1))
-    x = _absorb_zero_pad(imp, node, x, attrs["pad"])
+    return w, kernel
+
+
+def _with_params(imp: Importer, node: Node, x: Value, w: np.ndarray) -> list:
+    """x, then the weights and the optional bias (input 2) as f32 params named after the initializers."""
     operands = [x, imp.param(w.astype(np.float32), imp.weight_name(node, 1, "weight"), key=(node.input(1), "as-is"))]
     if node.input(2):
         b = imp.const(node, 2, "the bias").astype(np.float32)
         operands.append(imp.param(b, imp.weight_name(node, 2, "bias"), key=(node.input(2), "as-is")))
-    return [imp.emit(node, "conv2d", operands, attrs)]
+    return operands
+
+
+@handles("Conv")
+def conv(imp: Importer, node: Node) -> list:
+    x = imp.value(node, 0)
+    w, kernel = _filters(imp, node, "convolutions")
+    attrs = _spatial(imp, node, x, kernel)
+    attrs["groups"] = int(node.attr("group", 1))
+    x = _absorb_zero_pad(imp, node, x, attrs["pad"])
+    return [imp.emit(node, "conv2d", _with_params(imp, node, x, w), attrs)]
+
+
+@handles("ConvTranspose")
+def conv_transpose(imp: Importer, node: Node) -> list:
+    """-> conv_transpose2d (weights [C_in, C_out/group, kh, kw] as ONNX). ``auto_pad`` SAME_* and
+    ``output_shape`` become pads by ONNX's formulas: total = s·(in - 1) + output_padding +
+    d·(k - 1) + 1 - out, SAME_UPPER puts total/2 (rounded down) at the start, the others at the
+    end; a negative end pad becomes output padding (it stays below the stride)."""
+    x = imp.value(node, 0)
+    w, kernel = _filters(imp, node, "transposed convolutions")
+    attrs = _spatial(imp, node, x, kernel)  # strides, dilations, explicit pads (auto_pad checked)
+    attrs["output_padding"] = [int(p) for p in node.attr("output_padding", [0, 0])]
+    attrs["groups"] = int(node.attr("group", 1))
+    auto, out_shape = node.attr("auto_pad", "NOTSET"), node.attr("output_shape")
+    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        _pads_for_output(imp, node, x, kernel, attrs, auto, out_shape)
+    return [imp.emit(node, "conv_transpose2d", _with_params(imp, node, x, w), attrs)]
+
+
+def _pads_for_output(imp: Importer, node: Node, x: Value, kernel: list[int], attrs: dict, auto: str,
+                     out_shape) -> None:
+    """The pads (and extra output padding) that give ConvTranspose's ``output_shape``, or
+    in·stride for auto_pad SAME_*."""
+    what = "output_shape" if out_shape is not None else f"auto_pad={auto}"
+    if out_shape is not None and any(node.attr("pads", [])):
+        raise imp.error(node, "both pads and output_shape are given (ONNX derives the pads from output_shape): "
+                              "keep one of them")
+    if x.type.rank != 4 or not all(isinstance(d, int) for d in x.type.shape[2:]):
+        raise imp.error(node, f"{what} needs a static NCHW input, got {x.type}")
+    sizes = [int(d) for d in x.type.shape[2:]]
+    target = [int(d) for d in out_shape] if out_shape is not None else [d * s for d, s in zip(sizes, attrs["stride"])]
+    if len(target) != 2:
+        raise imp.error(node, f"output_shape {list(out_shape)} must give the output height and width")
+    pads = [0, 0, 0, 0]
+    for i, (size, k, s, d) in enumerate(zip(sizes, kernel, attrs["stride"], attrs["dilation"])):
+        total = s * (size - 1) + attrs["output_padding"][i] + d * (k - 1) + 1 - target[i]
+        start = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        pads[i], pads[i + 2] = start, total - start
+        if start < 0:
+            raise imp.error(node, f"{what} {target} is larger than this transposed convolution can give "
+                                  f"without cropping its start (pad {start}); not supported")
+        if pads[i + 2] < 0:  # output beyond the last tap: extra output padding
+            attrs["output_padding"][i] -= pads[i + 2]
+            pads[i + 2] = 0
+            if attrs["output_padding"][i] >= s:
+                raise imp.error(node, f"{what} {target} needs an output padding of {attrs['output_padding'][i]}, "
+                                      f"not below the stride {s}; not supported")
+    attrs["pad"] = pads
 
 
 def _absorb_zero_pad(imp: Importer, node: Node, x: Value, pads: list[int]) -> Value:
@@ -154,6 +213,17 @@ def batchnorm(imp: Importer, node: Node) -> list:
         raise imp.error(node, f"momentum must be in [0, 1], got {momentum}")
     return [imp.emit(node, "batchnorm", operands, {"epsilon": f32_attr(node.attr("epsilon", 1e-5)),
                                                   "momentum": f32_attr(1.0 - f32_attr(momentum))})]
+
+
+@handles("LRN")
+def lrn(imp: Importer, node: Node) -> list:
+    """Across channels (ONNX's only form); ``size`` is required (ONNX's checker says so first)."""
+    size = int(node.attr("size", 0))
+    if size < 1:
+        raise imp.error(node, f"size must be a positive number of channels, got {size}")
+    attrs = {"size": size, "alpha": f32_attr(node.attr("alpha", 1e-4)), "beta": f32_attr(node.attr("beta", 0.75)),
+             "bias": f32_attr(node.attr("bias", 1.0))}
+    return [imp.emit(node, "lrn", [imp.value(node, 0)], attrs)]
 
 
 # --- activations --------------------------------------------------------------------------

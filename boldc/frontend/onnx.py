@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from boldc.frontend import nn_handlers, tensor_handlers  # noqa: F401  (register the handlers)
+from boldc.frontend import nn_handlers, resize_handlers, tensor_handlers  # noqa: F401  (register the handlers)
 from boldc.frontend.graph import Graph, GraphInput, Node, OnnxImportError
 from boldc.frontend.importer import Importer, check_supported, live_nodes
 from boldc.ir.core import Module

@@ -224,10 +224,42 @@ def transpose(imp: Importer, node: Node) -> list:
     return [imp.emit(node, "transpose", [x], {"perm": perm})]
 
 
+@handles("DepthToSpace", "SpaceToDepth")
+def depth_space(imp: Importer, node: Node) -> list:
+    """-> depth_to_space / space_to_depth; ``mode`` DCR (the default; DepthToSpace has it since
+    opset 11, SpaceToDepth since 28) or CRD (PyTorch's PixelShuffle exports DepthToSpace CRD)."""
+    op = "depth_to_space" if node.op_type == "DepthToSpace" else "space_to_depth"
+    blocksize, mode = node.attr("blocksize"), node.attr("mode", "DCR")
+    if blocksize is None:
+        raise imp.error(node, "blocksize is required")
+    if mode not in ("DCR", "CRD"):
+        raise imp.error(node, f"unknown mode '{mode}' (DCR or CRD)")
+    return [imp.emit(node, op, [imp.value(node, 0)], {"blocksize": int(blocksize), "mode": mode})]
+
+
 @handles("Concat")
 def concat(imp: Importer, node: Node) -> list:
     values = [imp.value(node, i) for i, name in enumerate(node.inputs) if name]
     return [imp.emit(node, "concat", values, {"axis": int(node.attr("axis"))})]
+
+
+@handles("Expand")
+def expand(imp: Importer, node: Node) -> list:
+    """ONNX's two-way broadcast of the input's shape with ``shape`` (a constant after folding,
+    the batch possibly the symbol N; a 1 there keeps the input's size) becomes ``expand``'s
+    target; a target equal to the input's shape is no op."""
+    x = imp.value(node, 0)
+    shape = imp.const_list(node, 1, "shape")
+    have = list(x.type.shape)
+    rank = max(len(have), len(shape))
+    target = []
+    for a, b in zip([1] * (rank - len(have)) + have, [1] * (rank - len(shape)) + shape):
+        if a != b and 1 not in (a, b):
+            raise imp.error(node, f"cannot broadcast the input {x.type} to the shape {shape}")
+        target.append(a if b == 1 else b)
+    if target == have:
+        return [x]
+    return [imp.emit(node, "expand", [x], {"shape": target})]
 
 
 @handles("Pad")

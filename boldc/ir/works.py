@@ -255,10 +255,24 @@ def layer_geometry(x: TensorInfo, w: TensorInfo, y: TensorInfo, attrs: dict) -> 
 
 def layer_forward(ctx: CostContext) -> list[Work]:
     """A layer ``y = layer(x, W, bias?)`` (convolution, or linear as the 1x1 case): its
-    forward convolution."""
+    forward convolution. In a backward pass (the convolution that is the input signal of
+    a transposed convolution) the same loop nest, labelled the input signal."""
     x, w, y = ctx.operands[0], ctx.operands[1], ctx.results[0]
     bias = ctx.operands[2] if len(ctx.operands) > 2 else None
-    return [conv_forward(layer_geometry(x, w, y, ctx.attrs), x, w, y, bias)]
+    work = conv_forward(layer_geometry(x, w, y, ctx.attrs), x, w, y, bias)
+    return [work if ctx.phase == FORWARD else replace(work, label="input signal", phase=ctx.phase)]
+
+
+def transposed_forward(ctx: CostContext) -> list[Work]:
+    """A transposed convolution ``y = convᵀ(x, W) (+ bias)``, W [c_in, c_out/g, kh, kw]: the
+    loop nest of a convolution's input signal (x in the role of dy, y in that of dx), two
+    arithmetic operations per multiply-accumulate, one addition per output for the bias."""
+    x, w, y = ctx.operands[0], ctx.operands[1], ctx.results[0]
+    work = input_signal(conv_geometry(y, w, x, ctx.attrs), x, w, y)
+    ops, extra = work.ops, ()
+    if len(ctx.operands) > 2:
+        ops, extra = ops + add_op(y).times(y.numel), (ctx.operands[2],)
+    return [replace(work, label=ctx.label, phase=ctx.phase, ops=ops, extra=extra)]
 
 
 def stream(label: str, phase: str, reads, writes, ops: Ops) -> StreamWork:

@@ -110,6 +110,40 @@ def conv_infer(x: TensorType, w: TensorType, attrs) -> tuple[Dim, int, int, int]
     return x.shape[0], m, oh, ow
 
 
+def conv_transpose_out_hw(x_shape, w_shape, attrs) -> tuple[int, int]:
+    """Output (H, W) of a transposed convolution of x [N, C, H, W] with w [C, M/g, kh, kw]:
+    (H - 1)·s - pads + d·(k - 1) + 1 + output_padding per axis."""
+    pt, pl, pb, pr = attrs["pad"]
+    return tuple((size - 1) * s - lo - hi + d * (k - 1) + 1 + extra
+                 for size, k, s, d, lo, hi, extra in zip(x_shape[2:], w_shape[2:], attrs["stride"], attrs["dilation"],
+                                                         (pt, pl), (pb, pr), attrs["output_padding"]))
+
+
+def conv_transpose_infer(x: TensorType, w: TensorType, attrs) -> tuple[Dim, int, int, int]:
+    """Checks a transposed convolution's operand shapes (w [C, M/g, kh, kw]); returns (N, M, OH, OW).
+    Each output padding is below its stride, so that the convolution of the output with the
+    same geometry has the input's size again (the backward rule relies on it)."""
+    expect_rank(x, 4, "input")
+    expect_rank(w, 4, "weights")
+    c, mg, kh, kw = (expect_static(d, "filter dimension") for d in w.shape)
+    hw = [expect_static(d, f"input {what}") for d, what in zip(x.shape[2:], ("height", "width"))]
+    g = attrs["groups"]
+    if x.shape[1] != c:
+        raise TypeCheck(f"weights {w} ([in, out/groups, kh, kw]) expect {c} input channels, input {x} has "
+                        f"{x.shape[1]}")
+    if g < 1 or c % g:
+        raise TypeCheck(f"groups={g} must divide the input channels {c}")
+    if min(*attrs["stride"], *attrs["dilation"], kh, kw) < 1 or min(attrs["pad"]) < 0:
+        raise TypeCheck("strides, dilations and the kernel must be >= 1 and pads >= 0")
+    if any(not 0 <= p < s for p, s in zip(attrs["output_padding"], attrs["stride"])):
+        raise TypeCheck(f"output_padding {attrs['output_padding']} must be >= 0 and below the stride "
+                        f"{attrs['stride']} in each dimension")
+    oh, ow = conv_transpose_out_hw((0, 0, *hw), w.shape, attrs)
+    if oh < 1 or ow < 1:
+        raise TypeCheck(f"pads {attrs['pad']} leave no output of the transposed convolution of {x} with {w}")
+    return x.shape[0], mg * g, oh, ow
+
+
 def linear_infer(x: TensorType, w: TensorType) -> tuple[tuple, int]:
     """Checks x [..., m] against w [n, m]; returns (leading dims, n)."""
     if x.rank < 2:
@@ -175,6 +209,34 @@ def conv_nchw(x: np.ndarray, w: np.ndarray, attrs, pad_value=0.0) -> np.ndarray:
         res = patches @ filt.T
         out[:, gi * mg:(gi + 1) * mg] = res.reshape(n, oh, ow, mg).transpose(0, 3, 1, 2)
     return out
+
+
+def transposed_conv_nchw(x: np.ndarray, w: np.ndarray, attrs, out_hw) -> np.ndarray:
+    """The transposed convolution of float64 x [N, M, H, W] with w [M, C/g, kh, kw] into
+    [N, C, *out_hw], float64: every x[n, m, h, w] · w[m, c', i, j] is added at
+    [n, g(m)·C/g + c', h·sh + i·dh - pt, w·sw + j·dw - pl]; what lands outside is dropped.
+    (conv2d_grad_x, with x = dy and out_hw the input size, and conv_transpose2d.)"""
+    n, m, h, wd = x.shape
+    _, cg, kh, kw = w.shape
+    g = attrs["groups"]
+    pt, pl, _, _ = attrs["pad"]
+    sh, sw = attrs["stride"]
+    dh, dw = attrs["dilation"]
+    oh, ow = out_hw
+    # room for every tap: the top/left padding and whatever reaches past the bottom/right
+    full_h = max(pt + oh, (h - 1) * sh + (kh - 1) * dh + 1)
+    full_w = max(pl + ow, (wd - 1) * sw + (kw - 1) * dw + 1)
+    yp = np.zeros((n, cg * g, full_h, full_w))
+    mg = m // g
+    for gi in range(g):
+        xg = x[:, gi * mg:(gi + 1) * mg]
+        for i in range(kh):
+            for j in range(kw):
+                # [n, h, w, cg] -> [n, cg, h, w], scattered onto the strided positions
+                part = np.tensordot(xg, w[gi * mg:(gi + 1) * mg, :, i, j], axes=([1], [0]))
+                yp[:, gi * cg:(gi + 1) * cg, i * dh:i * dh + sh * (h - 1) + 1:sh,
+                   j * dw:j * dw + sw * (wd - 1) + 1:sw] += part.transpose(0, 3, 1, 2)
+    return yp[:, :, pt:pt + oh, pl:pl + ow]
 
 
 def pool_nchw(x: np.ndarray, attrs, reduce: str) -> np.ndarray:

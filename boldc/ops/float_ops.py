@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from boldc.ir.types import DType, TensorType, dtype_of_numpy, promote_int_sum
-from boldc.ir.works import ARITH, BACKWARD, add_op, layer_forward, per_element, pointwise, window_ops
+from boldc.ir.works import (
+    ARITH,
+    BACKWARD,
+    add_op,
+    layer_forward,
+    per_element,
+    pointwise,
+    transposed_forward,
+    window_ops,
+)
 from boldc.ops.backward_rules import layer_backward, layer_fan_in, maxpool_backward, spatial, sum_to_operand
 from boldc.ops.common import (
     CEIL_MODE,
@@ -22,22 +31,45 @@ from boldc.ops.common import (
     channel_vector,
     conv_infer,
     conv_nchw,
+    conv_transpose_infer,
+    conv_transpose_out_hw,
     expect_dtype,
     expect_rank,
     linear_infer,
     matmul_in_order,
     pool_nchw,
     signed,
+    transposed_conv_nchw,
     window_out_hw,
 )
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
-from boldc.ops.traits import Activation, BooleanCounterpart, Epilogue, FusionHead, Layer, MixedCounterpart
+from boldc.ops.traits import (
+    Activation,
+    BooleanCounterpart,
+    Epilogue,
+    FloatOnlyLayer,
+    FusionHead,
+    Layer,
+    MixedCounterpart,
+)
 
 NUMERIC = ("float", "int", "bool")  # operand kinds a float layer accepts
 
 
 def _float_out(shape) -> TensorType:
     return TensorType(DType.f32, tuple(shape))
+
+
+def _conv_layer_out(types, attrs, inputs, geometry) -> list[TensorType]:
+    """The f32 result of a float convolution layer (x of the kinds ``inputs``, f32 weights, an
+    optional f32 bias per output channel) whose shape ``geometry(x, w, attrs)`` checks and gives."""
+    x, w = types[0], types[1]
+    expect_dtype(x, inputs, "input")
+    expect_dtype(w, "float", "weights")
+    n, m, oh, ow = geometry(x, w, attrs)
+    if len(types) > 2:
+        channel_vector(types[2], m, "bias")
+    return [_float_out((n, m, oh, ow))]
 
 
 @register
@@ -61,19 +93,67 @@ class Conv2d(OpDef):
         return layer_fan_in(op)
 
     def infer(self, types, attrs):
-        x, w = types[0], types[1]
-        expect_dtype(x, NUMERIC, "input")
-        expect_dtype(w, "float", "weights")
-        n, m, oh, ow = conv_infer(x, w, attrs)
-        if len(types) > 2:
-            channel_vector(types[2], m, "bias")
-        return [_float_out((n, m, oh, ow))]
+        return _conv_layer_out(types, attrs, NUMERIC, conv_infer)
 
     def evaluate(self, args, attrs):
         y = conv_nchw(signed(args[0]), args[1], attrs)
         if len(args) > 2:
             y += args[2].reshape(1, -1, 1, 1)
         return [y]
+
+
+OUTPUT_PADDING = Attr("output_padding", "ints", [0, 0], length=2,
+                      doc="[h, w]: rows and columns added at the bottom and right, each below its stride")
+
+
+@register
+class ConvTranspose2d(OpDef):
+    """Float transposed convolution (ONNX ConvTranspose; f32 x [N, C, H, W], W [C, M/g, kh, kw]):
+    y[n, g(c)·M/g + m', h·sh + i·dh - pt, w·sw + j·dw - pl] += x[n, c, h, w] · W[c, m', i, j], plus b[m];
+    the output is [N, M, (H-1)·sh - pt - pb + dh·(kh-1) + 1 + oph, (W-1)·sw - pl - pr + dw·(kw-1) + 1 + opw]
+    (what lands in the padding is dropped). Summed in double, the bias added, rounded once to f32.
+    It has no Boolean form (``FloatOnlyLayer``)."""
+
+    name = "conv_transpose2d"
+    operands = ("x", "w", "bias?")
+    attrs = (STRIDE, PAD, OUTPUT_PADDING, DILATION, GROUPS)
+    traits = (FloatOnlyLayer(), FusionHead())
+
+    def cost(self, ctx):
+        """The loop nest of a convolution's input signal: two arithmetic operations per
+        multiply-accumulate, one addition per output for the bias."""
+        return transposed_forward(ctx)
+
+    def backward(self, ctx, op, dys):
+        """dx = conv2d(dy, W) (the convolution the transposed one is the adjoint of, same
+        geometry), dW = conv2d_grad_w(x, dy) (x in the role of the signal, dy in that of the
+        input), db = Σ dy per channel."""
+        x, w = op.operands[0], op.operands[1]
+        geometry = {k: op.attrs[k] for k in ("stride", "pad", "dilation", "groups")}
+        grads = [None] * len(op.operands)
+        if ctx.needs[0]:
+            grads[0] = ctx.op("conv2d", [dys[0], w], geometry, grad_of=x)
+        if ctx.needs[1]:
+            grads[1] = ctx.op("conv2d_grad_w", [x, dys[0]], {**geometry, "kernel": list(w.type.shape[2:])}, grad_of=w)
+        if len(op.operands) > 2 and ctx.needs[2]:
+            grads[2] = ctx.op("channel_sum", [dys[0]], {"axis": 1}, grad_of=op.operands[2])
+        return grads
+
+    def fan_in(self, op, fan_in_of):
+        """The most products one output sums: C/g inputs times ⌈kh/sh⌉·⌈kw/sw⌉ taps."""
+        c, _, kh, kw = op.operands[1].type.shape
+        sh, sw = op.attrs["stride"]
+        return c // op.attrs["groups"] * -(-kh // sh) * -(-kw // sw)
+
+    def infer(self, types, attrs):
+        return _conv_layer_out(types, attrs, "float", conv_transpose_infer)
+
+    def evaluate(self, args, attrs):
+        x, w = args[0].astype(np.float64), args[1].astype(np.float64)
+        y = transposed_conv_nchw(x, w, attrs, conv_transpose_out_hw(x.shape, w.shape, attrs))
+        if len(args) > 2:
+            y = y + args[2].astype(np.float64).reshape(1, -1, 1, 1)
+        return [y.astype(np.float32)]
 
 
 @register

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from boldc.ir.works import ConvWork, Ops
+from boldc.ir.works import ConvWork, NoWork, Ops
 from boldc.ops.registry import Attr, NotDifferentiable, OpDef, TypeCheck, lookup, register
 from boldc.ops.traits import Composite, Epilogue, FusionHead
 
@@ -138,7 +138,8 @@ class Fused(OpDef):
             opdef, args, attrs, out = types_of_part(body, i, ctx.operand_types, previous)
             part = ctx.part(args, out, opdef.normalize_attrs(attrs))
             for w in opdef.cost(part):
-                ops = ops + w.ops
+                if not isinstance(w, NoWork):  # an epilogue that computes nothing here (a cast to the same form)
+                    ops = ops + w.ops
             extra += [info for a, info in zip(body[i]["args"], part.operands) if a != PREVIOUS]
             previous = out[0]
         fused = ConvWork(conv.label, conv.phase, conv.kind, conv.geom, conv.i, conv.f, conv.o, conv.ops + ops,

@@ -56,6 +56,7 @@ from boldc.ops.common import (
     matmul_in_order,
     pad_nchw,
     tanh_derivative,
+    transposed_conv_nchw,
     window_out_hw,
     windows,
 )
@@ -280,25 +281,8 @@ class Conv2dGradX(GradOp):
         return [TensorType(DType.f32, (dy.shape[0], cg * g, *attrs["input_hw"]))]
 
     def evaluate(self, args, attrs):
-        dy, w = as_f64(args[0]), as_f64(args[1])
-        n, m, oh, ow = dy.shape
-        _, cg, kh, kw = w.shape
-        g = attrs["groups"]
-        pt, pl, pb, pr = attrs["pad"]
-        sh, sw = attrs["stride"]
-        dh, dw = attrs["dilation"]
-        h, wd = attrs["input_hw"]
-        dxp = np.zeros((n, cg * g, h + pt + pb, wd + pl + pr))
-        mg = m // g
-        for gi in range(g):
-            dyg = dy[:, gi * mg:(gi + 1) * mg]
-            for i in range(kh):
-                for j in range(kw):
-                    # [n, oh, ow, cg] -> [n, cg, oh, ow], scattered onto the strided positions
-                    part = np.tensordot(dyg, w[gi * mg:(gi + 1) * mg, :, i, j], axes=([1], [0]))
-                    dxp[:, gi * cg:(gi + 1) * cg, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                        j * dw:j * dw + sw * (ow - 1) + 1:sw] += part.transpose(0, 3, 1, 2)
-        return [signal_result(dxp[:, :, pt:pt + h, pl:pl + wd], args, attrs)]
+        total = transposed_conv_nchw(as_f64(args[0]), as_f64(args[1]), attrs, attrs["input_hw"])
+        return [signal_result(total, args, attrs)]
 
 
 @register

@@ -1,5 +1,5 @@
-"""Shape ops: flatten, reshape, concat, transpose and pad (any element type unless said),
-and the gradients of broadcasting and of concat and pad: sum_to and slice_axis."""
+"""Shape ops: flatten, reshape, concat, expand, transpose and pad (any element type unless
+said), and the gradients of broadcasting and of concat and pad: sum_to and slice_axis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from boldc.ir.types import DType, TensorType, size_product
+from boldc.ir.types import DType, TensorType, dtype_of_numpy, size_product
 from boldc.ir.works import BACKWARD, NO_OPS, add_op, copy, per_element, stream, view
 from boldc.ops.common import expect_dtype, expect_static, single_dim
 from boldc.ops.grad_ops import GradOp, as_f32, as_f64, expect_signal
@@ -170,9 +170,23 @@ class Reshape(_RowMajorView):
         return [args[0].reshape(attrs["shape"])]
 
 
+def concat_dtype(dtypes) -> DType:
+    """The element type of a concat: the inputs' one type, or, for b1 and integers, the
+    widest integer type among them (b1 counting as i8: a bit enters as e(b) = ±1, exact)."""
+    kinds = set(dtypes)
+    if len(kinds) == 1:
+        return kinds.pop()
+    if not all(d.is_int or d.is_bool for d in kinds):
+        raise TypeCheck(f"inputs of element types {', '.join(sorted(str(d) for d in kinds))} cannot be joined: "
+                        "concat takes one element type, or b1 and integers")
+    return max((DType.i8 if d.is_bool else d for d in kinds), key=lambda d: d.bits)
+
+
 @register
 class Concat(OpDef):
-    """Concatenation of the inputs along ``axis`` (same dtype, other dims equal)."""
+    """Concatenation of the inputs along ``axis`` (other dims equal). One element type, or
+    b1 and integers: then the result is the widest integer type and a b1 input enters as
+    e(b) = ±1 (``concat_dtype``)."""
 
     name = "concat"
     operands = ("inputs*",)
@@ -191,8 +205,10 @@ class Concat(OpDef):
         return out
 
     def fan_in(self, op, fan_in_of):
-        fans = {fan_in_of(o) for o in op.operands}
-        return fans.pop() if len(fans) == 1 else None
+        """The largest of the inputs' (bits count 1): a threshold of a concat of bits and
+        integers takes the integers' scale and passes the bits' signals almost unchanged."""
+        fans = [fan_in_of(o) for o in op.operands]
+        return None if None in fans else max(fans)
 
     def infer(self, types, attrs):
         if not types:
@@ -201,20 +217,65 @@ class Concat(OpDef):
         axis = attrs["axis"] + (first.rank if attrs["axis"] < 0 else 0)
         if not 0 <= axis < first.rank:
             raise TypeCheck(f"axis {attrs['axis']} out of range for {first}")
+        dtype = concat_dtype(t.dtype for t in types)
         total = 0
         for t in types:
-            if t.dtype != first.dtype or t.rank != first.rank:
-                raise TypeCheck(f"inputs {first} and {t} differ in element type or rank")
+            if t.rank != first.rank:
+                raise TypeCheck(f"inputs {first} and {t} differ in rank")
             for i, (a, b) in enumerate(zip(t.shape, first.shape)):
                 if i != axis and a != b:
                     raise TypeCheck(f"inputs {first} and {t} differ outside axis {axis}")
             total += expect_static(t.shape[axis], "concatenated dimension")
         shape = list(first.shape)
         shape[axis] = total
-        return [first.with_shape(shape)]
+        return [TensorType(dtype, tuple(shape))]
 
     def evaluate(self, args, attrs):
-        return [np.concatenate(args, axis=attrs["axis"])]
+        out = concat_dtype(dtype_of_numpy(a) for a in args).numpy
+        return [np.concatenate([signed_as(a, out) for a in args], axis=attrs["axis"])]
+
+
+def signed_as(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as ``dtype``: a bit as e(b) = ±1 when the type is a number."""
+    if a.dtype == np.bool_ and dtype != np.bool_:
+        return np.where(a, 1, -1).astype(dtype)
+    return a.astype(dtype, copy=False)
+
+
+@register
+class Expand(OpDef):
+    """y = x broadcast to ``shape`` (numpy's broadcast_to: axes aligned on the right, an axis
+    of x of size 1 repeated, axes added in front); any element type. The frontend resolves
+    ONNX Expand's two-way broadcast into this target (the batch may be a symbol)."""
+
+    name = "expand"
+    operands = ("x",)
+    attrs = (Attr("shape", "shape"),)
+
+    def cost(self, ctx):
+        """A copy into the larger result (x read once)."""
+        return per_element(ctx, NO_OPS)
+
+    def backward(self, ctx, op, dys):
+        """dy summed over the broadcast axes (``sum_to``)."""
+        x = op.operands[0]
+        return [ctx.op("sum_to", [dys[0]], {"shape": list(x.type.shape)}, grad_of=x)]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])
+
+    def infer(self, types, attrs):
+        x, target = types[0], list(attrs["shape"])
+        if len(target) < x.rank or any(isinstance(d, int) and d < 1 for d in target):
+            raise TypeCheck(f"cannot expand {x} to {target}: the target needs rank >= {x.rank} and sizes >= 1")
+        for d, t in zip(x.shape, target[len(target) - x.rank:]):
+            if d != 1 and d != t:
+                raise TypeCheck(f"cannot expand {x} to {target}: dimension {d} is neither 1 nor {t}")
+        return [x.with_shape(target)]
+
+    def evaluate(self, args, attrs):
+        # Symbols are resolved by the interpreter before evaluate (see interp.py).
+        return [np.ascontiguousarray(np.broadcast_to(args[0], tuple(attrs["shape"])))]
 
 
 # --- shapes: broadcasts and slices (the gradients of broadcasting, concat and pad) -------

@@ -41,6 +41,18 @@ class Layer(Trait):
 
 
 @dataclass(frozen=True)
+class FloatOnlyLayer(Trait):
+    """An arithmetic op with weights that has no Boolean form (the transposed convolution):
+    it always stays float and is not one of the ``Layer``s that lowering counts and
+    selects (``float-layers``). Lowering does not look through it when it asks whether an
+    activation touches a Boolean layer: what lies beyond it reads float values."""
+
+    def check(self, cls) -> None:
+        if tuple(o.rstrip("?") for o in cls.operands[:2]) != ("x", "w"):
+            raise TypeError(f"{cls.name}: a FloatOnlyLayer has the operands (x, w, ...), not {cls.operands}")
+
+
+@dataclass(frozen=True)
 class BooleanCounterpart(Trait):
     """The op ``op`` computes the same thing in the Boolean domain (b1 inputs and weights);
     lowering replaces this op by it, keeping the attributes ``op`` declares."""
@@ -94,8 +106,16 @@ class Cast(Trait):
 
 @dataclass(frozen=True)
 class Normalization(Trait):
-    """A float normalization between a layer and its activation (BatchNorm): operand ``x``
-    and parameters. Lowering removes it unless normalizations are kept."""
+    """A float normalization (BatchNorm, LRN): operand ``x`` and parameters. Unless
+    normalizations are kept, lowering removes it (its input passes through): wherever it
+    is, or, with ``boolean_only``, only where it sits between a Boolean layer and the
+    activation that becomes that layer's threshold (it stays float elsewhere)."""
+
+    boolean_only: bool = False
+
+    def check(self, cls) -> None:
+        if not cls.operands or cls.operands[0] != "x":
+            raise TypeError(f"{cls.name}: a Normalization's first operand is x")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from boldc.ir.core import Module, Op, Param, Value
 from boldc.ir.types import DType, TensorType
 from boldc.ops.fused_ops import run_parts
 from boldc.ops.grad_ops import THRESHOLD_MODES
+from boldc.ops.loss_ops import IGNORE_INDEX
 from boldc.ops.registry import Marker, TypeCheck, lookup, with_trait
 from boldc.ops.signal_ops import ROUNDINGS, SIGNAL_BITS
 from boldc.ops.traits import Composite, Loss, TrainingForm
@@ -132,7 +133,10 @@ class GradContext:
             raise AssertionError(f"backward rule emitted an ill-typed op: {exc}") from None
 
     def fan_in(self, value: Value) -> int | None:
-        """The fan-in m of the layer that produced ``value`` (None if unknown)."""
+        """The fan-in m of the layer that produced ``value`` (None if unknown); a b1 value,
+        ±1, counts 1 (its variance) whatever produced it."""
+        if value.type.dtype.is_bool:
+            return 1
         op = self.producers.get(value)
         if op is None:
             return None
@@ -158,6 +162,8 @@ class Autodiff(Pass):
     options = {
         "loss": Option(str, "softmax_xent", "loss op (an op with the trait Loss): softmax_xent | mse | l1"),
         "reduction": Option(str, "mean", "mean | sum: how the loss reduces over the batch", ("mean", "sum")),
+        "ignore-index": Option(int, IGNORE_INDEX, "the label that contributes no loss and no gradient (losses "
+                                                  "with an ignore_index attribute: softmax_xent)"),
         "threshold-grad": Option(str, "tanh", "threshold backward: tanh (the default) | box | bireal", THRESHOLD_MODES),
         "alpha": Option(float, 0.0, "scale α of the threshold backward; 0 = π/(2√(3m)), m the producer's fan-in"),
         "rescale": Option(bool, False, "multiply Boolean layers' input signal by √(2/m_out) (docs/method.md)"),
@@ -204,8 +210,14 @@ class Autodiff(Pass):
             operands = [o if isinstance(o, Param) else mapping[o] for o in op.operands]
             mapping.update(zip(op.results, self._copy_forward_op(fb, op, operands)))
         prediction = mapping[forward.returns[0]]
+        loss_attrs = {"reduction": opts["reduction"]}
+        if loss_def.attr_spec("ignore_index") is not None:
+            loss_attrs["ignore_index"] = opts["ignore-index"]
+        elif opts["ignore-index"] != IGNORE_INDEX:
+            raise BoldcError(f"autodiff: ignore-index={opts['ignore-index']} is for a loss of class labels; "
+                             f"{loss_def.name} has none")
         try:
-            loss = fb.op(loss_def.name, [prediction, fb.args[-1]], {"reduction": opts["reduction"]}, name="loss")
+            loss = fb.op(loss_def.name, [prediction, fb.args[-1]], loss_attrs, name="loss")
         except TypeCheck as exc:
             raise BoldcError(f"autodiff: loss {loss_def.name} does not apply to @forward's prediction "
                              f"{prediction.type}: {exc}") from None

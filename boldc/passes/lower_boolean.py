@@ -9,11 +9,16 @@
   not through the logic).
 - A layer's input must be b1: a ``threshold`` (the op with the trait ``Binarize``) is
   inserted where it is not.
-- Normalizations (trait ``Normalization``) are removed, or kept with ``keep-bn``.
+- Normalizations (trait ``Normalization``) are removed, or kept with ``keep-bn``; one
+  that is ``boolean_only`` (LRN) is removed only between a Boolean layer and the
+  activation that becomes its threshold (looking through ops that are neither layers nor
+  activations), and stays float elsewhere.
 - Activations (trait ``Activation``) become ``threshold`` on their input (T iff x >= 0)
   when they touch a Boolean layer: their input comes from one, or their output goes
-  to one, looking through non-arithmetic ops. Activations wholly inside a float part
-  (for example after the last float layer) stay.
+  to one, looking through non-arithmetic ops (not through a ``FloatOnlyLayer``, the
+  transposed convolution, which is never Boolean and is not among the layers counted by
+  ``float-layers``). Activations wholly inside a float part (for example after the last
+  float layer) stay.
 - Other ops with a ``BooleanCounterpart`` (maxpool2d -> bmaxpool2d, the OR-pool) take
   it when their input has become b1. An op that refuses its new b1 or integer
   operands gets them cast to f32 (b1 as e(b) = ±1).
@@ -32,7 +37,7 @@ from boldc.ir.core import Module, Op, Param, Value
 from boldc.ir.rewriter import Rewriter
 from boldc.ir.types import DType, TensorType
 from boldc.ops.registry import TypeCheck, lookup, the_op_with
-from boldc.ops.traits import Activation, Binarize, BooleanCounterpart, Cast, Layer, Normalization
+from boldc.ops.traits import Activation, Binarize, BooleanCounterpart, Cast, FloatOnlyLayer, Layer, Normalization
 from boldc.passes.dce import DeadCodeElimination
 from boldc.passes.manager import NeedsFunction, Option, Pass, register_pass
 
@@ -85,7 +90,21 @@ def select_float_layers(layers: list[Op], selectors: list) -> set[int]:
 
 def reached_layers(rw: Rewriter, start: Value, forward: bool) -> list[Op]:
     """Arithmetic layers reached from ``start`` through non-layer ops (following readers
-    when ``forward``, else producers)."""
+    when ``forward``, else producers). A ``FloatOnlyLayer`` ends the search without being
+    found: the values beyond it are its float results, not the layers' outputs."""
+    found = reached(rw, start, forward, lambda op: is_layer(op) or lookup(op.name).has(FloatOnlyLayer))
+    return [op for op in found if is_layer(op)]
+
+
+def is_layer_or_activation(op: Op) -> bool:
+    """A layer (float-only ones too) or an activation: where a normalization's neighbourhood ends."""
+    opdef = lookup(op.name)
+    return opdef.has(Layer) or opdef.has(FloatOnlyLayer) or opdef.has(Activation)
+
+
+def reached(rw: Rewriter, start: Value, forward: bool, stops) -> list[Op]:
+    """The ops for which ``stops(op)`` holds reached from ``start`` through ops for which it
+    does not (following readers when ``forward``, else producers)."""
     found, seen, todo = [], set(), [start]
     while todo:
         v = todo.pop()
@@ -94,7 +113,7 @@ def reached_layers(rw: Rewriter, start: Value, forward: bool) -> list[Op]:
             if op in seen:
                 continue
             seen.add(op)
-            if is_layer(op):
+            if stops(op):
                 found.append(op)
             else:
                 todo.extend(op.results if forward else [o for o in op.operands if not isinstance(o, Param)])
@@ -135,6 +154,7 @@ class LowerBoolean(Pass):
         kept = select_float_layers(layers, o["float-layers"])
         converted = {op for i, op in enumerate(layers) if i not in kept and lookup(op.name).has(BooleanCounterpart)}
         thresholds = {op for op in fn.ops if self._becomes_threshold(rw, op, converted)}
+        self._removed = {op for op in fn.ops if self._removed_normalization(rw, op, converted, thresholds)}
         # Params that stay in use by ops this pass does not turn Boolean keep their name.
         self._float_names = {v.name for op in fn.ops if op not in converted
                              for v in op.operands if isinstance(v, Param)}
@@ -149,7 +169,7 @@ class LowerBoolean(Pass):
 
     def _lower(self, rw: Rewriter, op: Op, converted: set[Op], thresholds: set[Op]) -> None:
         """Rewrite one op of the float graph on its (already lowered) operands."""
-        if lookup(op.name).has(Normalization) and not self.opts["keep-bn"]:
+        if op in self._removed:
             rw.replace_with(op, [op.operands[0]])
         elif op in converted:
             self._boolean_layer(rw, op)
@@ -170,6 +190,18 @@ class LowerBoolean(Pass):
             return False
         near = reached_layers(rw, op.operands[0], False) + reached_layers(rw, op.results[0], True)
         return any(a in converted for a in near)
+
+    def _removed_normalization(self, rw: Rewriter, op: Op, converted: set[Op], thresholds: set[Op]) -> bool:
+        """A normalization the lowering drops (unless keep-bn): any, or a ``boolean_only`` one
+        between a Boolean layer and the activation that becomes its threshold."""
+        norm = lookup(op.name).trait(Normalization)
+        if norm is None or self.opts["keep-bn"]:
+            return False
+        if not norm.boolean_only:
+            return True
+        before = set(reached(rw, op.operands[0], False, is_layer_or_activation))
+        after = set(reached(rw, op.results[0], True, is_layer_or_activation))
+        return bool(before & converted) and bool(after & thresholds)
 
     def _boolean_layer(self, rw: Rewriter, op: Op) -> None:
         counterpart = lookup(lookup(op.name).trait(BooleanCounterpart).op)

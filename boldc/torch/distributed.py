@@ -10,7 +10,9 @@ ordinary gradients of the f32 ones) before the optimizers run, so every rank fli
 So that N processes compute what one process computes on the whole batch:
 
 - the gradients are **summed** over the ranks (a comm hook; DDP's default averages), and a
-  mean loss divides by the size of the whole batch (``Runtime.loss_count``);
+  mean loss divides by the size of the whole batch (``Runtime.loss_count``): for softmax_xent
+  the number of labels of the whole batch that are not ignored (one all-reduce of a scalar in
+  the loss and one in its gradient, ``Comm.all_sum``);
 - an integer signal's scale comes from the largest magnitude over the whole batch (one
   all-reduce of a scalar per Boolean layer, ``Comm.all_max``), so its integers are the ones
   one process quantizes.

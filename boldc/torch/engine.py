@@ -26,17 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from boldc.epochs import epoch_order, run_epochs
-from boldc.errors import BoldcError, InterpretError
+from boldc.epochs import epoch_order, evaluate_predictions, run_epochs
+from boldc.errors import BoldcError
 from boldc.fileio import check_output_file
 from boldc.ir.core import Module
+from boldc.metrics import DEFAULT_PSNR_PEAK
 from boldc.ops.registry import lookup
 from boldc.ops.traits import Loss
 from boldc.torch import augment as aug
 from boldc.torch import build, distributed
 
-TRAIN_KEYS = ("loss", "reduction", "threshold_grad", "alpha", "rescale", "signal_bits", "rounding", "frozen",
-              "freeze_float", "eta", "lr", "schedule", "total_steps", "eta_final", "accumulator", "seed")
+TRAIN_KEYS = ("loss", "reduction", "ignore_index", "threshold_grad", "alpha", "rescale", "signal_bits", "rounding",
+              "frozen", "freeze_float", "eta", "lr", "schedule", "total_steps", "eta_final", "accumulator", "seed")
 EVAL_CHUNK = 1024
 
 
@@ -160,19 +161,14 @@ class TorchModel:
                 parts.append(self.net(x[s:s + EVAL_CHUNK]).detach().cpu().numpy())
         return np.concatenate(parts, axis=0) if parts else np.zeros((0,), np.float32)
 
-    def evaluate(self, x, y, batch: int | None = None, loss: str | None = None) -> tuple[float, float | None]:
-        """(loss, accuracy) on (x, y) as ``CompiledModel.evaluate``: the loss op's reference
-        definition on all predictions; accuracy for integer labels, else None."""
+    def evaluate(self, x, y, batch: int | None = None, loss: str | None = None, metric: str | None = None,
+                 psnr_peak: float = DEFAULT_PSNR_PEAK, ignore_index: int | None = None) -> tuple[float, float | None]:
+        """(loss, metric) on (x, y) as ``CompiledModel.evaluate``: the loss op's reference
+        definition and the metric on all predictions (``boldc.epochs.evaluate_predictions``)."""
         opdef, attrs = loss_of(self.module, loss)
-        y = np.asarray(y)
         pred = self.infer(x)
-        if y.shape[0] != pred.shape[0]:
-            raise InterpretError(f"{pred.shape[0]} samples but {y.shape[0]} targets")
         target = opdef.target_type(self.module.function("forward").returns[0].type)
-        value = float(opdef.evaluate([pred, y.astype(target.dtype.numpy)], attrs)[0])
-        if not target.dtype.is_int:
-            return value, None
-        return value, float((pred.argmax(axis=1) == y).mean())
+        return evaluate_predictions(opdef, attrs, target, pred, y, metric, psnr_peak, ignore_index)
 
     # -- params and checkpoints -----------------------------------------------------------------
     def get_param(self, name: str) -> np.ndarray:

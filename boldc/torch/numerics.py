@@ -72,3 +72,13 @@ def padded_hw(attrs: dict, hw) -> tuple[int, int]:
 
 def crop(xp: torch.Tensor, pad, hw) -> torch.Tensor:
     return xp[:, :, pad[0]:pad[0] + hw[0], pad[1]:pad[1] + hw[1]]
+
+
+def transposed_conv(x: torch.Tensor, w: torch.Tensor, attrs: dict, out_hw, dtype) -> torch.Tensor:
+    """The transposed convolution of x [N, M, H, W] with w [M, C/g, kh, kw] onto [N, C, *out_hw]
+    in ``dtype`` (``common.transposed_conv_nchw``): onto the padded output, then cropped."""
+    hp, wp = padded_hw(attrs, out_hw)
+    yp = torch.nn.grad.conv2d_input((x.shape[0], w.shape[1] * attrs["groups"], hp, wp), w.to(dtype), x.to(dtype),
+                                    stride=attrs["stride"], padding=0, dilation=attrs["dilation"],
+                                    groups=attrs["groups"])
+    return crop(yp, attrs["pad"], out_hw)

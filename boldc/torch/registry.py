@@ -28,8 +28,9 @@ class Runtime:
       k order where it sums in order) instead of float32 kernels;
     - ``amp``: float layers in bfloat16 autocast (CUDA, with ``exact`` off);
     - ``comm``: the distributed context (``boldc.torch.distributed.Comm``) or None;
-    - ``loss_count``: the number of samples a mean loss divides by (the global batch under
-      DistributedDataParallel), None for the local batch."""
+    - ``loss_count``: the number of samples a mean mse or l1 divides by (the global batch under
+      DistributedDataParallel), None for the local batch (a mean softmax_xent divides by its
+      labels that are not ignored, all-reduced over ``comm``)."""
 
     exact: bool = True
     amp: bool = False

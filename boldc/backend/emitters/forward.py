@@ -4,18 +4,24 @@ expression of their operands' values (``kernels.elementwise``), computed as nump
 
 from __future__ import annotations
 
-from boldc.backend import kernels, pool_kernels
+from boldc.backend import grad_kernels, kernels, lrn_kernels, pool_kernels, resize_kernels, shuffle_kernels
 from boldc.backend.emitters.registry import emits
 
 # --- layers and the threshold: the runtime kernels ------------------------------------------------
 
 emits("conv2d", "mconv2d")(kernels.fconv2d)
 emits("linear", "mlinear")(kernels.flinear)
+emits("conv_transpose2d")(grad_kernels.conv_transpose2d)  # the GEMM of conv2d_grad_x, x as the signal
 emits("bconv2d")(kernels.bconv2d)
 emits("blinear")(kernels.blinear)
 emits("threshold")(kernels.threshold)
 emits("cast")(kernels.cast)
 emits("flatten", "reshape")(kernels.reshape)
+emits("resize")(resize_kernels.resize)
+emits("depth_to_space")(shuffle_kernels.depth_to_space)
+emits("space_to_depth")(shuffle_kernels.space_to_depth)
+emits("expand")(kernels.expand)
+emits("lrn")(lrn_kernels.lrn)
 
 
 @emits("batchnorm")

@@ -3,7 +3,7 @@ helpers of ``grad_kernels``."""
 
 from __future__ import annotations
 
-from boldc.backend import grad_kernels, pool_kernels, signal_kernels
+from boldc.backend import grad_kernels, lrn_kernels, pool_kernels, resize_kernels, signal_kernels
 from boldc.backend.emitters.registry import MustLower, emits, not_emitted
 
 # --- the runtime GEMMs (an f32 or an integer signal), the optimizer, the kernels with a helper -----
@@ -27,6 +27,8 @@ emits("slice_axis")(grad_kernels.slice_axis)
 emits("maxpool2d_grad")(pool_kernels.maxpool2d_grad)
 emits("avgpool2d_grad")(pool_kernels.avgpool2d_grad)
 emits("global_avgpool_grad")(grad_kernels.global_avgpool_grad)
+emits("resize_grad")(resize_kernels.resize_grad)
+emits("lrn_grad")(lrn_kernels.lrn_grad)
 emits("lr_schedule")(grad_kernels.lr_schedule)
 emits("adam_update")(grad_kernels.adam_update)
 emits("increment")(grad_kernels.increment)
@@ -140,7 +142,7 @@ def softmax_xent(cop):
 
 @emits("softmax_xent_grad")
 def softmax_xent_grad(cop):
-    return signal_kernels.softmax_xent_grad(cop, grad_kernels.label_check(cop))
+    return signal_kernels.softmax_xent_grad(cop, grad_kernels.xent_positions(cop), grad_kernels.label_check(cop))
 
 
 @emits("mse")

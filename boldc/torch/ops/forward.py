@@ -15,8 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from boldc.ops.fused_ops import run_parts
-from boldc.torch.numerics import F64, conv, matmul_in_order
+from boldc.ops.common import conv_transpose_out_hw
+from boldc.ops.depth_space_ops import depth_to_space_plan, space_to_depth_plan
+from boldc.ops.fused_ops import run_parts, types_of_part
+from boldc.torch.numerics import F64, conv, matmul_in_order, transposed_conv
 from boldc.torch.ops.common import (
     F32,
     autocast,
@@ -107,14 +109,31 @@ def bconv2d(call, x, w, bias=None):
     return (torch.round(s),)
 
 
+@implements("conv_transpose2d")
+def conv_transpose2d(call, x, w, bias=None):
+    """y = convᵀ(x, W) + b: in double, the bias added in double, rounded once (``exact``), else
+    in float32."""
+    dtype = F64 if call.rt.exact else F32
+    y = transposed_conv(x, w, call.attrs, conv_transpose_out_hw(x.shape, w.shape, call.attrs), dtype)
+    if bias is not None:
+        y = y + bias.to(dtype).view(1, -1, 1, 1)
+    return (y.to(F32),)
+
+
 @implements("fused")
 def fused(call, *operands):
-    """The parts of the body one after the other, each with its implementation (``run_parts``)."""
+    """The parts of the body one after the other, each with its implementation (``run_parts``)
+    and its own operand and result types (a cast part reads them)."""
+    body, previous = call.attrs["body"], []
+
     def run(opdef, args, attrs):
-        part = OpCall(opdef.name, opdef.normalize_attrs(attrs), [], [], call.rt)
+        before = previous[-1] if previous else None
+        _, in_types, _, out_types = types_of_part(body, len(previous), call.in_types, before)
+        previous.append(out_types[0])
+        part = OpCall(opdef.name, opdef.normalize_attrs(attrs), in_types, out_types, call.rt)
         return list(implementation(opdef.name)(part, *args))
 
-    return tuple(run_parts(call.attrs["body"], list(operands), run))
+    return tuple(run_parts(body, list(operands), run))
 
 
 # --- the threshold and casts ----------------------------------------------------------------------
@@ -282,9 +301,31 @@ def transpose(call, x):
     return (x.permute(*call.attrs["perm"]).contiguous(),)
 
 
+def _shuffle(x, plan):
+    tmp, perm, out = plan
+    return x.reshape(tmp).permute(*perm).reshape(out)
+
+
+@implements("depth_to_space")
+def depth_to_space(call, x):
+    """The reshape, permutation and reshape of ``depth_space_ops`` (exact: a copy)."""
+    return (_shuffle(x, depth_to_space_plan(x.shape, call.attrs["blocksize"], call.attrs["mode"])),)
+
+
+@implements("space_to_depth")
+def space_to_depth(call, x):
+    return (_shuffle(x, space_to_depth_plan(x.shape, call.attrs["blocksize"], call.attrs["mode"])),)
+
+
 @implements("concat")
 def concat(call, *xs):
+    """b1 values are held as ±1 already: joined with integers they are e(b)."""
     return (torch.cat(xs, dim=call.attrs["axis"]),)
+
+
+@implements("expand")
+def expand(call, x):
+    return (x.expand(*call.attrs["shape"]).contiguous(),)
 
 
 @implements("pad")

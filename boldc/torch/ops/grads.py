@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from boldc.errors import InterpretError
+from boldc.ops.loss_ops import check_label_shape, label_out_of_range
 from boldc.ops.signal_ops import largest_level, scale_exponent, span, uniform
-from boldc.torch.numerics import F64, crop, exp_fixed, matmul_in_order, pad_nchw, padded_hw, tanh_derivative
+from boldc.torch.numerics import F64, exp_fixed, matmul_in_order, pad_nchw, tanh_derivative, transposed_conv
 from boldc.torch.ops.common import F32, channel_shape, pool_geometry, window_counts
 from boldc.torch.registry import implements
 from boldc.torch.values import is_signal_type
@@ -86,13 +86,8 @@ def channel_sum(call, dy, dy_scale=None):
 @implements("conv2d_grad_x")
 def conv2d_grad_x(call, dy, w, dy_scale=None):
     """The transposed convolution of dy with e(W) onto the padded input, cropped to the input."""
-    a = call.attrs
-    dtype = _sum_dtype(call)
-    n, c = dy.shape[0], w.shape[1] * a["groups"]
-    hp, wp = padded_hw(a, a["input_hw"])
-    dxp = torch.nn.grad.conv2d_input((n, c, hp, wp), w.to(dtype), dy.to(dtype), stride=a["stride"], padding=0,
-                                     dilation=a["dilation"], groups=a["groups"])
-    return (_signal_result(call, crop(dxp, a["pad"], a["input_hw"]), dy_scale),)
+    total = transposed_conv(dy, w, call.attrs, call.attrs["input_hw"], _sum_dtype(call))
+    return (_signal_result(call, total, dy_scale),)
 
 
 @implements("conv2d_grad_w")
@@ -332,50 +327,69 @@ def _log_round(v: torch.Tensor, kmax: int) -> torch.Tensor:
 # --- losses ---------------------------------------------------------------------------------------------
 
 
-def _labels(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    classes = pred.shape[1]
-    labels = target.to(torch.long)
-    bad = labels[(labels < 0) | (labels >= classes)]
+def _positions(call, pred: torch.Tensor, target: torch.Tensor):
+    """(logits [P, C] in float64, labels [P], kept [P]) of logits [N, C, *spatial] and labels
+    [N, *spatial] (loss_ops._positions): the P positions in the labels' row-major order,
+    ``kept`` the labels that are not ignore_index; another label out of range is an error."""
+    classes, ignore = pred.shape[1], call.attrs["ignore_index"]
+    check_label_shape(pred.shape, target.shape)
+    labels = target.reshape(-1).to(torch.long)
+    kept = labels != ignore
+    bad = labels[kept & ((labels < 0) | (labels >= classes))]
     if bad.numel():
-        raise InterpretError(f"label {int(bad[0])} is out of range: there are {classes} classes "
-                             f"(0 to {classes - 1})")
-    return labels
+        raise label_out_of_range(int(bad[0]), classes, ignore)
+    return torch.movedim(pred, 1, -1).reshape(-1, classes).to(F64), labels, kept
 
 
-def _count(call, pred: torch.Tensor, per_element: bool) -> float:
-    """What a mean divides by: the samples (softmax_xent) or the elements (mse, l1) of the
-    batch, of the whole batch over all ranks under DistributedDataParallel."""
+def _kept_count(call, kept: torch.Tensor) -> float:
+    """What a mean cross-entropy divides by: the labels not ignored, of the whole batch over
+    all ranks under DistributedDataParallel (one all-reduce), at least 1 (every label
+    ignored: the loss and the gradient are 0)."""
+    count = float(kept.sum())
+    if call.rt.comm is not None:
+        count = call.rt.comm.all_sum(count, kept.device)
+    return max(count, 1.0)
+
+
+def _count(call, pred: torch.Tensor) -> float:
+    """What a mean mse or l1 divides by: the elements of the batch, of the whole batch over
+    all ranks under DistributedDataParallel."""
     if call.attrs["reduction"] != "mean":
         return 1.0
     samples = call.rt.loss_count if call.rt.loss_count is not None else pred.shape[0]
-    return float(samples * (math.prod(pred.shape[1:]) if per_element else 1))
+    return float(samples * math.prod(pred.shape[1:]))
 
 
 @implements("softmax_xent")
 def softmax_xent(call, pred, target):
-    """Σ_k (log Σ_c exp z[k, c] - z[k, y_k]), over the count for "mean", in double."""
-    labels = _labels(pred, target)
-    z = pred.to(F64)
+    """Σ_k (log Σ_c exp z[k, c] - z[k, y_k]) over the labels not ignored, over their count
+    for "mean", in double."""
+    z, labels, kept = _positions(call, pred, target)
     shifted = z - z.amax(dim=1, keepdim=True)
     logp = shifted - torch.log(torch.exp(shifted).sum(dim=1, keepdim=True))
-    total = -logp.gather(1, labels.view(-1, 1)).sum()
-    return ((total / _count(call, pred, False)).to(F32),)
+    total = 0.0 - logp[kept].gather(1, labels[kept].view(-1, 1)).sum()  # 0.0 - : +0 when every label is ignored
+    if call.attrs["reduction"] == "mean":
+        total = total / _kept_count(call, kept)
+    return (total.to(F32),)
 
 
 @implements("softmax_xent_grad")
 def softmax_xent_grad(call, pred, target):
-    """dz = softmax(z) - onehot(y) (``exp_fixed``, the sum in class order), over the count for "mean"."""
-    labels = _labels(pred, target)
-    z = pred.to(F64)
+    """dz = softmax(z) - onehot(y) (``exp_fixed``, the sum in class order) at the labels not
+    ignored, 0 at the others, over their count for "mean"."""
+    z, labels, kept = _positions(call, pred, target)
     e = exp_fixed(z - z.amax(dim=1, keepdim=True))
     total = torch.zeros(e.shape[0], dtype=F64, device=e.device)
     for c in range(e.shape[1]):
         total = total + e[:, c]
     g = e / total[:, None]
-    g[torch.arange(len(labels), device=g.device), labels] -= 1.0
+    rows = torch.nonzero(kept).view(-1)
+    g[rows, labels[rows]] -= 1.0
+    g[~kept] = 0.0
     if call.attrs["reduction"] == "mean":
-        g = g / _count(call, pred, False)
-    return (g.to(F32),)
+        g = g / _kept_count(call, kept)
+    shape = (pred.shape[0], *pred.shape[2:], pred.shape[1])
+    return (torch.movedim(g.reshape(shape), -1, 1).to(F32),)
 
 
 def _difference(pred, target) -> torch.Tensor:
@@ -385,19 +399,19 @@ def _difference(pred, target) -> torch.Tensor:
 @implements("mse")
 def mse(call, pred, target):
     d = _difference(pred, target)
-    return (((d * d).sum() / _count(call, pred, True)).to(F32),)
+    return (((d * d).sum() / _count(call, pred)).to(F32),)
 
 
 @implements("mse_grad")
 def mse_grad(call, pred, target):
-    return ((2.0 * _difference(pred, target) / _count(call, pred, True)).to(F32),)
+    return ((2.0 * _difference(pred, target) / _count(call, pred)).to(F32),)
 
 
 @implements("l1")
 def l1(call, pred, target):
-    return ((_difference(pred, target).abs().sum() / _count(call, pred, True)).to(F32),)
+    return ((_difference(pred, target).abs().sum() / _count(call, pred)).to(F32),)
 
 
 @implements("l1_grad")
 def l1_grad(call, pred, target):
-    return ((torch.sign(_difference(pred, target)) / _count(call, pred, True)).to(F32),)
+    return ((torch.sign(_difference(pred, target)) / _count(call, pred)).to(F32),)

@@ -1,5 +1,7 @@
 """Implementations of batch normalization (boldc/ops/norm_ops.py): the inference form, the
-training form (batch statistics) and their gradients, in double, rounded once.
+training form (batch statistics) and their gradients, in double, rounded once; and of local
+response normalization and its gradient (boldc/ops/lrn_ops.py), with the interpreter's window
+sums (sequential, in ascending channel order).
 
 Under DistributedDataParallel the batch statistics are those of the whole batch: the
 per-channel sums are all-reduced (as torch's SyncBatchNorm), so N processes normalize as one
@@ -11,8 +13,9 @@ from __future__ import annotations
 import torch
 
 from boldc.errors import InterpretError
+from boldc.ops.lrn_ops import window
 from boldc.torch.numerics import F64
-from boldc.torch.ops.common import F32, channel_shape
+from boldc.torch.ops.common import F32, channel_shape, float_dtype
 from boldc.torch.registry import implements
 
 
@@ -103,3 +106,43 @@ def batchnorm_train_grad_scale(call, dy, x):
     """Σ dy·x̂ over this rank's samples (DistributedDataParallel sums the ranks' gradients)."""
     xhat, _, _ = _xhat(call, x)
     return ((dy.to(F64) * xhat).sum(dim=_others(x)).to(F32),)
+
+
+# --- local response normalization ------------------------------------------------------------------
+
+
+def _window_sums(v: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """s[:, c] = Σ_{c' = c-lo}^{c+hi} v[:, c'] over the channels that exist, one addition at a
+    time in ascending c' from 0 (``lrn_ops.window_sums``)."""
+    channels = v.shape[1]
+    out = torch.zeros_like(v)
+    for k in range(-lo, hi + 1):
+        if abs(k) < channels:
+            out[:, max(-k, 0):channels - max(k, 0)] += v[:, max(k, 0):channels + min(k, 0)]
+    return out
+
+
+def _lrn_denominator(call, x: torch.Tensor) -> torch.Tensor:
+    lo, hi = window(call.attrs)
+    a = call.attrs
+    return a["bias"] + (a["alpha"] / a["size"]) * _window_sums(x * x, lo, hi)
+
+
+@implements("lrn")
+def lrn(call, x):
+    """y = x / d^beta, d = bias + alpha/size · Σ_window x² (in double with ``exact``)."""
+    x = x.to(float_dtype(call))
+    return ((x / torch.pow(_lrn_denominator(call, x), call.attrs["beta"])).to(F32),)
+
+
+@implements("lrn_grad")
+def lrn_grad(call, dy, x):
+    """dx = dy/p - (2·alpha·beta/size)·x·Σ_{transposed window} dy·x/(p·d), p = d^beta."""
+    dtype = float_dtype(call)
+    dy, x = dy.to(dtype), x.to(dtype)
+    lo, hi = window(call.attrs)
+    d = _lrn_denominator(call, x)
+    p = torch.pow(d, call.attrs["beta"])
+    total = _window_sums(dy * x / (p * d), hi, lo)
+    k = 2.0 * call.attrs["alpha"] * call.attrs["beta"] / call.attrs["size"]
+    return ((dy / p - k * x * total).to(F32),)
