@@ -139,7 +139,7 @@ def quantize_signal(cop: COp) -> CKernel:
 def softmax_xent_grad(cop: COp, positions: tuple, label_check: tuple[str, str]) -> CKernel:
     """dz = softmax(z) - onehot at every position whose label is not ignore_index (0 at the
     others; /their number for "mean"), with boldc's exp: ``bd_softmax_xent_grad_map`` over
-    ``positions`` (``grad_kernels.xent_positions``)."""
+    ``positions`` (``loss_kernels.xent_positions``)."""
     z, labels = cop.ins
     outer, inner, classes, pos_stride, class_stride = positions
     mean = int(cop.attrs["reduction"] == "mean")

@@ -3,7 +3,7 @@ helpers of ``grad_kernels``."""
 
 from __future__ import annotations
 
-from boldc.backend import grad_kernels, lrn_kernels, pool_kernels, resize_kernels, signal_kernels
+from boldc.backend import grad_kernels, loss_kernels, lrn_kernels, pool_kernels, resize_kernels, signal_kernels
 from boldc.backend.emitters.registry import MustLower, emits, not_emitted
 
 # --- the runtime GEMMs (an f32 or an integer signal), the optimizer, the kernels with a helper -----
@@ -137,32 +137,32 @@ def batchnorm_grad_scale(cop):
 
 @emits("softmax_xent")
 def softmax_xent(cop):
-    return grad_kernels.softmax_xent(cop)
+    return loss_kernels.softmax_xent(cop)
 
 
 @emits("softmax_xent_grad")
 def softmax_xent_grad(cop):
-    return signal_kernels.softmax_xent_grad(cop, grad_kernels.xent_positions(cop), grad_kernels.label_check(cop))
+    return signal_kernels.softmax_xent_grad(cop, loss_kernels.xent_positions(cop), loss_kernels.label_check(cop))
 
 
 @emits("mse")
 def mse(cop):
-    return grad_kernels.elementwise_loss(cop, lambda d: f"{d} * {d}")
+    return loss_kernels.elementwise_loss(cop, lambda d: f"{d} * {d}")
 
 
 @emits("mse_grad")
 def mse_grad(cop):
-    return grad_kernels.elementwise_loss_grad(cop, lambda d: f"2.0 * {d}")
+    return loss_kernels.elementwise_loss_grad(cop, lambda d: f"2.0 * {d}")
 
 
 @emits("l1")
 def l1(cop):
-    return grad_kernels.elementwise_loss(cop, lambda d: f"fabs({d})")
+    return loss_kernels.elementwise_loss(cop, lambda d: f"fabs({d})")
 
 
 @emits("l1_grad")
 def l1_grad(cop):
-    return grad_kernels.elementwise_loss_grad(cop, lambda d: f"({d} > 0.0 ? 1.0 : ({d} < 0.0 ? -1.0 : 0.0))")
+    return loss_kernels.elementwise_loss_grad(cop, lambda d: f"({d} > 0.0 ? 1.0 : ({d} < 0.0 ? -1.0 : 0.0))")
 
 
 # --- optim ops --------------------------------------------------------------------
