@@ -24,19 +24,24 @@ def run_epochs(train_step: Callable[[np.ndarray, np.ndarray], float], x, y, *, s
                epochs: int, start_epoch: int = 0,
                prepare: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
                on_step: Callable[[int, int, float], None] | None = None,
-               on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+               on_epoch: Callable[[int, float], None] | None = None, drop_last: bool = False) -> list[float]:
     """Epochs ``start_epoch`` .. ``epochs - 1`` of ``train_step(x_batch, y_batch)`` on shuffled
-    batches of ``batch`` samples (the last batch of an epoch may be smaller). ``prepare(x_batch,
+    batches of ``batch`` samples (the last batch of an epoch may be smaller; with ``drop_last``
+    it is left out, for a step compiled for one fixed batch). ``prepare(x_batch,
     epoch, step)`` may transform a batch first (augmentation); ``on_step(epoch, step, loss)`` runs
     after every step, ``on_epoch(epoch, mean loss)`` after every epoch. Returns the mean losses."""
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y) or len(x) == 0:
         raise BoldcError(f"fit needs as many targets as samples (and at least one): {len(x)} and {len(y)}")
+    end = len(x) - len(x) % batch if drop_last else len(x)
+    if end == 0:
+        raise BoldcError(f"fit needs at least one full batch of {batch} samples for a model with a fixed batch, "
+                         f"got {len(x)}")
     means = []
     for epoch in range(start_epoch, epochs):
         order = epoch_order(seed, len(x), epoch)
         losses = []
-        for step, s in enumerate(range(0, len(x), batch)):
+        for step, s in enumerate(range(0, end, batch)):
             idx = order[s:s + batch]
             xb = x[idx] if prepare is None else prepare(x[idx], epoch, step)
             losses.append(train_step(xb, y[idx]))

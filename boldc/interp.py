@@ -2,7 +2,8 @@
 
 It is generic: each op's numpy semantics is its ``evaluate`` in the registry (the
 living definition of docs/method.md §2). Inputs are checked against the function signature;
-symbolic dimensions (the batch ``N``) are bound from the inputs' shapes and
+symbolic dimensions (the batch ``N``, a sequence length ``L``, in any position) are bound
+from the inputs' shapes at each call (inputs that disagree on one are an error) and
 substituted into shape-valued attributes. Every result is checked against its
 declared type, so an op whose semantics disagree with its type inference is caught.
 """

@@ -1,6 +1,7 @@
 """The steps both dense-prediction examples take: train the float PyTorch model, export and
 convert it, fine-tune the Boolean model through the C backend (or the torch engine), and
-evaluate with a boldc metric.
+evaluate with a boldc metric; the loop over the seeds and its summary (``run_seeds``). The
+text-encoder example uses them too.
 """
 
 from __future__ import annotations
@@ -82,6 +83,24 @@ def fine_tune(module: boldc.Module, data: tuple, engine: str, epochs: int, batch
 
     model.fit(x_tr, y_tr, epochs=epochs, batch=batch, on_epoch=on_epoch)
     return curve, model
+
+
+def joined(values, digits: int = 3) -> str:
+    """The values with ``digits`` decimals, comma-separated."""
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def run_seeds(args: argparse.Namespace, run, seed_line, summary) -> None:
+    """``run(seed, args)`` for each of ``args.seeds``: "seed S:" before each, then
+    ``seed_line(*result)`` and the seconds it took; at the end ``summary(*columns)``, the
+    results' columns as arrays (one value a seed)."""
+    results = []
+    for seed in args.seeds:
+        print(f"seed {seed}:")
+        t0 = time.perf_counter()
+        results.append(run(seed, args))
+        print(f"  {seed_line(*results[-1])} ({time.perf_counter() - t0:.0f} s)")
+    print(summary(*np.array(results).T))
 
 
 def parser(doc: str, lr: float) -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ and report its test mIoU after every epoch. ``--quick`` runs a tiny version (the
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from dense_data import CLASSES, scenes  # noqa: E402
-from dense_train import fine_tune, parse, parser, predict_float, to_boolean, train_float  # noqa: E402
+from dense_train import fine_tune, joined, parse, parser, predict_float, run_seeds, to_boolean, train_float  # noqa: E402
 from torch_models import DeepLabSmall  # noqa: E402
 
 from boldc.metrics import mean_iou  # noqa: E402
@@ -54,16 +53,9 @@ def run(seed: int, args) -> tuple[float, float]:
 def main() -> None:
     ap = parser(__doc__, lr=1e-3)
     args = parse(ap)
-    results = []
-    for seed in args.seeds:
-        print(f"seed {seed}:")
-        t0 = time.perf_counter()
-        results.append(run(seed, args))
-        print(f"  float mIoU {results[-1][0]:.4f}, Boolean mIoU {results[-1][1]:.4f} "
-              f"({time.perf_counter() - t0:.0f} s)")
-    f, b = np.array(results).T
-    print(f"segmentation, {args.engine} engine, seeds {args.seeds}: float mIoU {', '.join(f'{v:.3f}' for v in f)} "
-          f"(mean {f.mean():.3f}); Boolean mIoU {', '.join(f'{v:.3f}' for v in b)} (mean {b.mean():.3f})")
+    run_seeds(args, run, lambda f, b: f"float mIoU {f:.4f}, Boolean mIoU {b:.4f}",
+              lambda f, b: f"segmentation, {args.engine} engine, seeds {args.seeds}: float mIoU {joined(f)} "
+                           f"(mean {f.mean():.3f}); Boolean mIoU {joined(b)} (mean {b.mean():.3f})")
 
 
 if __name__ == "__main__":

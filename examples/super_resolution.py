@@ -21,7 +21,6 @@ fine-tune the Boolean model
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from dense_data import downsample, textures  # noqa: E402
-from dense_train import fine_tune, parse, parser, predict_float, to_boolean, train_float  # noqa: E402
+from dense_train import fine_tune, joined, parse, parser, predict_float, run_seeds, to_boolean, train_float  # noqa: E402
 from torch_models import EDSRSmall  # noqa: E402
 
 from boldc.metrics import psnr  # noqa: E402
@@ -64,17 +63,10 @@ def main() -> None:
     ap = parser(__doc__, lr=3e-3)
     ap.add_argument("--blocks", type=int, default=4, help="residual blocks")
     args = parse(ap, blocks=1)
-    results = []
-    for seed in args.seeds:
-        print(f"seed {seed}:")
-        t0 = time.perf_counter()
-        results.append(run(seed, args))
-        print(f"  bicubic {results[-1][0]:.2f} dB, float {results[-1][1]:.2f} dB, Boolean {results[-1][2]:.2f} dB "
-              f"({time.perf_counter() - t0:.0f} s)")
-    b, f, q = np.array(results).T
-    print(f"super-resolution x2, {args.engine} engine, seeds {args.seeds}: PSNR bicubic {b.mean():.2f} dB, "
-          f"float {f.mean():.2f} dB ({', '.join(f'{v:.2f}' for v in f)}), "
-          f"Boolean {q.mean():.2f} dB ({', '.join(f'{v:.2f}' for v in q)})")
+    run_seeds(args, run, lambda b, f, q: f"bicubic {b:.2f} dB, float {f:.2f} dB, Boolean {q:.2f} dB",
+              lambda b, f, q: f"super-resolution x2, {args.engine} engine, seeds {args.seeds}: PSNR bicubic "
+                              f"{b.mean():.2f} dB, float {f.mean():.2f} dB ({joined(f, 2)}), "
+                              f"Boolean {q.mean():.2f} dB ({joined(q, 2)})")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Float model definitions (PyTorch) for the examples: digits MLP and CNN, VGG-Small, ResNet-18.
+"""Float model definitions (PyTorch) for the examples: digits MLP and CNN, VGG-Small, ResNet-18,
+the dense-prediction models and a BERT-style text encoder.
 
 Written here rather than taken from torchvision (not a dependency of boldc). Every
 model is ordinary float PyTorch; ``boldc convert`` turns its ONNX export Boolean.
@@ -176,3 +177,61 @@ class EDSRSmall(nn.Module):
         h = self.head(x)
         up = nn.functional.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return self.tail(h + self.body(h)) + up
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written batch-first, so that its ONNX export keeps the batch N
+    as the leading dimension of every tensor: q, k, v [N, H, L, d/H]; scores q·kᵀ/√(d/H) with
+    the padded keys set to -1e4; softmax on the last axis; the heads joined and projected."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.head_width = heads, width // heads
+        self.q, self.k, self.v, self.out = (nn.Linear(width, width) for _ in range(4))
+
+    def split(self, x):
+        return x.reshape(x.shape[0], x.shape[1], self.heads, self.head_width).transpose(1, 2)
+
+    def forward(self, x, pad):
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / self.head_width ** 0.5
+        scores = scores.masked_fill(pad[:, None, None, :], -1e4)
+        mixed = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2)
+        return self.out(mixed.reshape(x.shape[0], x.shape[1], -1))
+
+
+class EncoderBlock(nn.Module):
+    """A post-LayerNorm (BERT) encoder layer: x = LN(x + attention(x)); x = LN(x + FFN(x)),
+    FFN = Linear(d, ff) · GELU · Linear(ff, d)."""
+
+    def __init__(self, width: int, heads: int, ff: int):
+        super().__init__()
+        self.attn = SelfAttention(width, heads)
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, ff), nn.GELU(), nn.Linear(ff, width))
+
+    def forward(self, x, pad):
+        x = self.norm1(x + self.attn(x, pad))
+        return self.norm2(x + self.ff(x))
+
+
+class TextEncoder(nn.Module):
+    """A small BERT-style encoder for sequence classification: token and learned position
+    embeddings, ``layers`` encoder blocks, a linear classifier on the first ([CLS]) token.
+    Input: int64 token ids [N, length]; token ``pad`` marks padding (masked out of attention)."""
+
+    def __init__(self, vocab: int, length: int, classes: int = 2, width: int = 64, heads: int = 4, ff: int = 128,
+                 layers: int = 2, pad: int = 0):
+        super().__init__()
+        self.pad = pad
+        self.tokens = nn.Embedding(vocab, width)
+        self.positions = nn.Parameter(torch.randn(1, length, width) * 0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(width, heads, ff) for _ in range(layers))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, ids):
+        pad = ids == self.pad
+        x = self.tokens(ids) + self.positions
+        for block in self.blocks:
+            x = block(x, pad)
+        return self.head(x[:, 0])

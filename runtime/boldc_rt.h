@@ -118,13 +118,15 @@ static inline double bd_rint_small(double v)
  * r = (c - k * LN2_HI) - k * LN2_LO; p = Horner's rule on 1/n! for n = 13 .. 0
  * (p = p * r + 1/n!); the result p * 2^k rounded once, as ldexp (two exact steps where 2^k
  * is not a normal double). NaN gives NaN. */
+static const double bd_exp_terms[14] = { /* 1/n!, n = 0 .. 13 */
+    0x1p+0, 0x1p+0, 0x1p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.1111111111111p-7,
+    0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19,
+    0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33,
+};
+
 static inline double bd_exp(double x)
 {
-    static const double terms[14] = {
-        0x1p+0, 0x1p+0, 0x1p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.1111111111111p-7,
-        0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19,
-        0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33,
-    };
+    const double *terms = bd_exp_terms;
     if (x != x) return x;
     const double c = x < -746.0 ? -746.0 : (x > 710.0 ? 710.0 : x);
     const double t = c * 0x1.71547652b82fep+0; /* LOG2_E */
@@ -147,6 +149,33 @@ static inline double bd_exp(double x)
         return small * 0x1p-64;
     }
     return p * bd_pow2i(ki);
+}
+
+/* e^x for x <= 0 (a softmax's x - max), written without branches or calls so that a loop
+ * of it vectorizes: the operations of bd_exp for -708 <= x <= 0, so the same bits there;
+ * below -708 it gives e^-708 (about 3.3e-308) instead of a smaller number, which no f32
+ * quotient by a sum >= 1 can tell from it. 2^k comes from the bits of k + 1.5 * 2^52 (the
+ * rounding step of bd_rint_small), so only integer operations on the double's bits are
+ * needed. NaN gives NaN. */
+static inline double bd_exp_nonpos(double x)
+{
+    const double c = x < -708.0 ? -708.0 : x;
+    const double t = c * 0x1.71547652b82fep+0 + 0x1.8p52; /* rint(c * LOG2_E) + 1.5 * 2^52 */
+    const double k = t - 0x1.8p52;
+    const double hi = k * 0x1.62e42feep-1;
+    const double lo = k * 0x1.a39ef35793c76p-33;
+    const double r = (c - hi) - lo;
+    double p = bd_exp_terms[13];
+    for (int n = 12; n >= 0; --n) {
+        p = p * r;
+        p = p + bd_exp_terms[n];
+    }
+    uint64_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - UINT64_C(0x4338000000000000) + 1023) << 52; /* the bits of 2^k, -1021 <= k <= 0 */
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
 }
 
 /* d/du tanh(u) = 1 - tanh(u)^2 = 4t / ((1 + t)(1 + t)) with t = bd_exp(-2|u|), in double (the

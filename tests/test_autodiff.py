@@ -15,7 +15,7 @@ from boldc.errors import BoldcError
 from boldc.ops.registry import NotDifferentiable, lookup
 
 from opbuild import run_single
-from trainutil import digits_mlp, gradients, make_train_step, roundtrip, single_op_trainable
+from trainutil import assert_finite_differences, digits_mlp, gradients, make_train_step, roundtrip, single_op_trainable
 
 T, F_ = True, False
 RNG = np.random.default_rng(1234)
@@ -39,25 +39,8 @@ def finite_difference_check(op_name, params, attrs=None, eps=1e-2, tol=2e-2):
     make_train_step(m, "loss=mse,reduction=sum")
     pred = boldc.interpret(m, [], "forward")
     target = f32(*pred.shape)
-    _, grads = gradients(m, [target])
-    checked = 0
-    for name, p in m.params.items():
-        if not p.type.dtype.is_float or name not in grads:
-            continue
-        base = p.data.copy()
-        numeric = np.zeros(base.shape)
-        for idx in np.ndindex(base.shape):
-            losses = []
-            for sign in (1, -1):
-                pert = base.copy()
-                pert[idx] += sign * eps
-                p.data = pert
-                losses.append(float(boldc.interpret(m, [target], "train_step")))
-            numeric[idx] = (losses[0] - losses[1]) / (2 * eps)
-        p.data = base
-        np.testing.assert_allclose(grads[name], numeric, rtol=tol, atol=tol, err_msg=f"{op_name}: d/d@{name}")
-        checked += 1
-    assert checked, f"{op_name}: no f32 param got a gradient"
+    grads = assert_finite_differences(m, target, eps, tol, label=f"{op_name}: ")
+    assert any(m.params[name].type.dtype.is_float for name in grads), f"{op_name}: no f32 param got a gradient"
     return m, grads
 
 
@@ -120,6 +103,9 @@ FLOAT_CASES = [
     ("resize", [resize_input(1, 2, 3, 3)], {"mode": "linear", "coordinate_transformation_mode": "align_corners",
                                             "size": [5, 4]}),
     ("resize", [resize_input(2, 2, 3, 4)], {"nearest_mode": "ceil", "size": [5, 3]}),
+    # slicing in the forward pass (x[:, 0] of an encoder's [CLS] token, Split); drawn by resize_input
+    ("slice_axis", [resize_input(2, 5, 3)], {"axis": 1, "start": 0, "stop": 1}),
+    ("slice_axis", [resize_input(2, 3, 6)], {"axis": -1, "start": 2, "stop": 5}),
 ]
 
 

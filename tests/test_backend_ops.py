@@ -10,6 +10,8 @@ outputs (backend_check.check_all).
 
 from __future__ import annotations
 
+import cases_transformer_attention
+import cases_transformer_float
 import numpy as np
 import pytest
 
@@ -196,6 +198,8 @@ def op_cases():
     dense_prediction_cases(add, B)
     shuffle_and_transposed_conv_cases(add, B)
     resize_cases(add, B)
+    cases_transformer_float.forward_cases(add, B)
+    cases_transformer_attention.forward_cases(add, B)
     return cases
 
 

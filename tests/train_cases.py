@@ -8,6 +8,8 @@ b1 / f32 / integer operands, both signs of ``scale`` (xor negates the signals).
 
 from __future__ import annotations
 
+import cases_transformer_attention
+import cases_transformer_float
 import numpy as np
 
 from boldc.ops.common import conv_transpose_out_hw
@@ -190,6 +192,8 @@ def train_op_cases():
     dense_prediction_cases(add, B)
     transposed_conv_grad_cases(add, B)
     resize_grad_cases(add, B)
+    cases_transformer_float.train_cases(add, B)
+    cases_transformer_attention.train_cases(add, B)
     return cases
 
 

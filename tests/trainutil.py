@@ -52,6 +52,30 @@ def gradients(module: Module, inputs) -> tuple[float, dict[str, np.ndarray]]:
     return float(env[fn.returns[0]]), grads
 
 
+def assert_finite_differences(module: Module, target, eps: float = 1e-2, tol: float = 2e-2,
+                              label: str = "") -> dict[str, np.ndarray]:
+    """Every f32 param's gradient from @train_step (``gradients`` on ``target``) against central
+    differences (loss(p + eps) - loss(p - eps)) / 2eps of the same loss, one element at a time;
+    asserts they agree within ``tol`` (relative and absolute). Returns the gradients."""
+    _, grads = gradients(module, [target])
+    for name, p in module.params.items():
+        if not p.type.dtype.is_float or name not in grads:
+            continue
+        base = p.data.copy()
+        numeric = np.zeros(base.shape)
+        for idx in np.ndindex(base.shape):
+            losses = []
+            for sign in (1, -1):
+                pert = base.copy()
+                pert[idx] += sign * eps
+                p.data = pert
+                losses.append(float(boldc.interpret(module, [target], "train_step")))
+            numeric[idx] = (losses[0] - losses[1]) / (2 * eps)
+        p.data = base
+        np.testing.assert_allclose(grads[name], numeric, rtol=tol, atol=tol, err_msg=f"{label}d/d@{name}")
+    return grads
+
+
 def make_train_step(module: Module, autodiff: str = "", optimizer: str | None = None) -> Module:
     pipeline = f"autodiff{{{autodiff}}}" if autodiff else "autodiff"
     if optimizer is not None:
@@ -149,14 +173,21 @@ def assert_c_steps_match(module: boldc.Module, batches, max_batch: int, variant:
     ref = training_module(module, TrainOptions.from_kwargs(opts))
     cm = build_variant(module, variant, train=True, max_batch=max_batch, **opts)
     for step, (x, y) in enumerate(batches):
-        want = float(boldc.interpret(ref, [x, y], "train_step"))
-        got = cm.train_step(x, y)
-        assert abs(got - want) <= rtol * abs(want), f"step {step}: loss {got} vs {want}"
-        for name, p in ref.params.items():
-            c = cm.get_param(name)
-            if p.type.dtype.is_bool or p.type.dtype.is_int:
-                assert np.array_equal(c, p.data), f"step {step}: @{name} differs"
-            else:
-                err = float(np.abs(c.astype(np.float64) - p.data).max())
-                assert err <= rtol * float(np.abs(p.data).max()), f"step {step}: @{name} differs by {err:.3g}"
+        assert_step_matches(ref, cm, x, y, step, rtol)
     return ref
+
+
+def assert_step_matches(ref: boldc.Module, cm, x, y, step: int, rtol: float = 1e-5) -> None:
+    """One training step of the compiled ``cm`` and of the interpreter's training module ``ref``
+    on (x, y), from the same state: the losses within ``rtol``, b1 and integer params bit for
+    bit, f32 params within ``rtol`` of their scale (``step`` names the step in a failure)."""
+    want = float(boldc.interpret(ref, [x, y], "train_step"))
+    got = cm.train_step(x, y)
+    assert abs(got - want) <= rtol * abs(want), f"step {step}: loss {got} vs {want}"
+    for name, p in ref.params.items():
+        c = cm.get_param(name)
+        if p.type.dtype.is_bool or p.type.dtype.is_int:
+            assert np.array_equal(c, p.data), f"step {step}: @{name} differs"
+        else:
+            err = float(np.abs(c.astype(np.float64) - p.data).max())
+            assert err <= rtol * float(np.abs(p.data).max()), f"step {step}: @{name} differs by {err:.3g}"

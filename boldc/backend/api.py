@@ -10,7 +10,8 @@ from boldc.ir.core import Module
 
 def compile(module: Module, train: bool = False, *, max_batch: int | None = None, isa: str = "native",
             popcount: str = "builtin", threads: int | None = None, trace: bool = False, name: str = "model",
-            functions=None, cache_dir: str | os.PathLike | None = None, fuse: bool = True, **training):
+            functions=None, cache_dir: str | os.PathLike | None = None, fuse: bool = True, dims=None,
+            **training):
     """Compile functions of ``module`` to C, build them with cffi and load them.
 
     - ``max_batch``: the arena is planned for this batch (default 32, or 64 with
@@ -38,6 +39,11 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
       fuse-epilogues, on a copy; docs/backend.md, "Fused ops"): the same values, with the
       intermediates of a chain kept out of the arena. Not with ``trace``, which keeps every
       value of the module as it is.
+    - ``dims``: sizes of symbolic dimensions bound at compile time, e.g. ``{"L": 64}``
+      (the pass bind-dims, on a copy). The C code keeps at most the batch ``N`` as a
+      run-time size; a compiled function that keeps another symbol is refused with a
+      one-line error naming it. ``{"N": 32}`` fixes the batch too. Inputs of another
+      size are refused at run time, as any input of the wrong shape.
 
     ``train=True`` compiles a training step too (docs/training.md): when the module has
     no @train_step, one is built on a copy by autodiff and insert-optimizer with the
@@ -52,6 +58,7 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     from boldc.backend.model import CompiledModel
     from boldc.backend.training import DEFAULT_BATCH, TrainOptions, training_module
     from boldc.ir.verifier import verify
+    from boldc.passes.bind_dims import bound_copy
 
     if not isinstance(module, Module):
         raise BoldcError(f"compile() needs a boldc Module, got {type(module).__name__}")
@@ -59,6 +66,7 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
         raise BoldcError(f"training option(s) {', '.join(sorted(training))} need train=True")
     verify(module)
     check_isa(isa)
+    module = bound_copy(module, dims)
     missing = [p.name for p in module.params.values() if p.data is None]
     if missing:
         raise BoldcError(f"params without tensors: @{', @'.join(missing[:5])} (load the module with its weights)")
@@ -71,6 +79,7 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     max_batch = 32 if max_batch is None else max_batch
     for f in functions:
         module.function(f)  # a clear error if there is none
+    _check_symbols(module, functions)
     if fuse and not trace:
         from boldc.passes.fuse_epilogues import FuseEpilogues
 
@@ -82,6 +91,15 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     flags = c_flags(isa, popcount, openmp=threads > 1)
     ext = build_extension(name, program.model_c, program.model_h, program.cdef, flags, cache_dir)
     return CompiledModel(program, ext, module, flags, options)
+
+
+def _check_symbols(module: Module, functions) -> None:
+    """Only the batch stays symbolic in C: a one-line error naming any other symbol."""
+    from boldc.passes.bind_dims import unbound, unbound_message
+
+    for fn, symbols in unbound(module, functions).items():
+        raise BoldcError(unbound_message(fn, symbols, "the C backend takes only the batch N as a run-time size",
+                                         "boldc compile --dim", "boldc.compile"))
 
 
 def default_threads() -> int:

@@ -44,6 +44,7 @@ class CTensor:
     layout: Layout
     is_param: bool = False
     ref: str = ""  # IR name (%x / @w), for comments
+    is_arg: bool = False  # a function argument (what CKernel.input_check may read, with params)
 
     @property
     def dtype(self) -> DType:
@@ -184,14 +185,17 @@ def _packed_run(b: Block, out: CTensor, idx: list, last: int, d: Expr, expr, wor
 
 
 @contextmanager
-def each_row(b: Block, t: CTensor, axis: int) -> Iterator[list[Expr]]:
+def each_row(b: Block, t: CTensor, axis: int, work=None) -> Iterator[list[Expr]]:
     """Loops over every logical axis of ``t`` but ``axis``; yields the index, whose
-    ``axis`` entry the row's own loops (``along``) fill in."""
+    ``axis`` entry the row's own loops (``along``) fill in. With ``work`` (the elements the
+    whole kernel touches) the outermost loop of more than one trip is split over threads,
+    so the row's body must keep its state in declarations of its own."""
     with ExitStack() as loops:
         idx: list[Expr] = [Const(0)] * t.rank
         for a in range(t.rank):
             if a != axis:
-                idx[a] = loops.enter_context(b.loop(f"i{a}", t.extent(a)))
+                idx[a] = loops.enter_context(b.loop(f"i{a}", t.extent(a), work))
+                work = work if isinstance(idx[a], Const) else None
         yield idx
 
 

@@ -154,15 +154,22 @@ def environment():
 
 
 def _batch_symbol(fn: Function) -> str | None:
-    symbols = {d for a in fn.args for d in a.type.shape if isinstance(d, str)}
-    if len(symbols) > 1:
-        raise EmitError(f"@{fn.name}: the C backend supports one symbolic dimension (the batch), "
-                        f"found {', '.join(sorted(symbols))}")
+    """The function's one run-time size, the batch (``bind_dims.batch_symbol``); any other
+    symbol must have been bound at compile time (``bind_dims``)."""
+    from boldc.passes.bind_dims import batch_symbol, function_symbols, unbound_message
+
+    symbols = function_symbols(fn)
+    batch = batch_symbol(symbols, fn)
+    rest = sorted(symbols - {batch})
+    if rest:
+        raise EmitError(unbound_message(fn.name, rest, "the C backend takes only the batch N as a run-time size "
+                                        "and needs the others fixed at compile time",
+                                        "boldc compile --dim", "boldc.compile"))
     for a in fn.args:
         if any(isinstance(d, str) for d in a.type.shape[1:]):
             raise EmitError(f"@{fn.name}: argument %{a.name} {a.type}: the batch symbol must be the first "
                             "dimension")
-    return next(iter(symbols), None)
+    return batch
 
 
 def _no_emitter_message(op: Op, why: MustLower | NoEmitter) -> str:
@@ -260,7 +267,8 @@ class Emitter:
         ins = []
         for name, o in zip(names, op.operands):
             lay = self.params[o.name].layout if isinstance(o, Param) else layouts[id(o)]
-            ins.append(CTensor(local_name(name, used), lay, isinstance(o, Param), o.ref))
+            ins.append(CTensor(local_name(name, used), lay, isinstance(o, Param), o.ref,
+                               is_arg=any(o is a for a in fn.args)))
         out_names = ["y"] if len(op.results) == 1 else [f"y{k}" for k in range(len(op.results))]
         outs = [CTensor(local_name(nm, used), layouts[id(r)], False, r.ref) for nm, r in zip(out_names, op.results)]
         cop = COp(op, dict(op.attrs), ins, outs, i, self.options.max_threads, self.options.max_batch)

@@ -255,9 +255,13 @@ def global_avgpool_grad(cop: COp) -> CKernel:
 
 
 def slice_axis(cop: COp) -> CKernel:
-    """y[idx] = x[idx + start along axis]."""
+    """y[idx] = x[idx + start along axis]. The sliced axis must be static: along the run-time
+    batch, a call with fewer samples than ``stop`` would read past them."""
     x = cop.ins[0]
     axis, start = cop.attrs["axis"] % x.rank, cop.attrs["start"]
+    if not isinstance(x.extent(axis), Const):
+        raise cop.fail(f"slices the run-time batch (axis {axis}), which the C backend cannot check against the "
+                       "call's batch; fix the batch (boldc compile --dim N=SIZE, or convert with a fixed batch)")
 
     def expr(idx: list[Expr]) -> str:
         src = list(idx)

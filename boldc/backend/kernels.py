@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from boldc.backend.cblock import Block
-from boldc.backend.cexpr import Expr, inside, product
+from boldc.backend.cexpr import Const, Expr, inside, product
 from boldc.backend.ckernel import (
     CKernel,
     COp,
@@ -316,21 +316,37 @@ def batchnorm(cop: COp, epsilon: float) -> CKernel:
     return map_kernel(cop, expr)
 
 
+ROW_CACHE = 4096  # the longest softmax row whose exponentials are kept (doubles on the stack)
+
+
 def softmax(cop: COp, axis: int, log: bool = False) -> CKernel:
-    """Softmax (or log-softmax) along ``axis`` in double: exp(x - max) / sum."""
+    """Softmax (or log-softmax) along ``axis`` in double: exp(x - max) / sum, the sum in row
+    order. exp is the runtime's bd_exp_nonpos (x - max <= 0; no libm call, so the loop of
+    exponentials vectorizes). Rows are split over threads; a static row of at most ROW_CACHE
+    keeps its exponentials, so each is computed once."""
     x, y = cop.ins[0], cop.out
     axis = axis % x.rank
+    extent = x.extent(axis)
+    cache = not log and isinstance(extent, Const) and extent.value <= ROW_CACHE
     b = Block()
-    with each_row(b, x, axis) as idx:
+    with each_row(b, x, axis, work=x.layout.count_expr()) as idx:
         b.decl("double bd_m = -HUGE_VAL, bd_s = 0.0;")
+        if cache:
+            b.decl(f"double bd_e[{extent.value}];")
 
         def v(i):
             return f"(double){x.load(i)}"
 
         along(b, x, axis, idx, lambda i: f"if ({v(i)} > bd_m || {v(i)} != {v(i)}) bd_m = {v(i)};")
-        along(b, x, axis, idx, lambda i: f"bd_s += exp({v(i)} - bd_m);")
-        out = "({v} - bd_m) - log(bd_s)" if log else "exp({v} - bd_m) / bd_s"
-        along(b, x, axis, idx, lambda i: f"{y.name}[{y.layout.offset(i)[0]}] = (float)({out.format(v=v(i))});")
+        if cache:
+            along(b, x, axis, idx, lambda i: f"bd_e[{i[axis]}] = bd_exp_nonpos({v(i)} - bd_m);")
+            along(b, x, axis, idx, lambda i: f"bd_s += bd_e[{i[axis]}];")
+            out = "bd_e[{j}] / bd_s"
+        else:
+            along(b, x, axis, idx, lambda i: f"bd_s += bd_exp_nonpos({v(i)} - bd_m);")
+            out = "({v} - bd_m) - log(bd_s)" if log else "bd_exp_nonpos({v} - bd_m) / bd_s"
+        along(b, x, axis, idx,
+              lambda i: f"{y.name}[{y.layout.offset(i)[0]}] = (float)({out.format(v=v(i), j=i[axis])});")
     return CKernel(b.text())
 
 

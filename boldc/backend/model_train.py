@@ -61,13 +61,24 @@ class TrainingMixin:
             on_step: Callable[[int, int, float], None] | None = None,
             on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
         """Epochs ``start_epoch`` .. ``epochs - 1`` of shuffled batches (``boldc.epochs.run_epochs``:
-        the last batch of an epoch may be smaller). ``on_step(epoch, step, loss)`` runs after
+        the last batch of an epoch may be smaller; a model with a fixed batch trains on full
+        batches of it only, the remainder of each epoch's shuffle left out). ``on_step(epoch, step, loss)`` runs after
         every step, ``on_epoch(epoch, mean loss)`` after every epoch. Returns the mean losses."""
-        batch = batch or self.max_batch
+        fixed = self._fixed_batch("train_step")
+        batch = batch or fixed or self.max_batch
+        if fixed is not None and batch != fixed:
+            raise BoldcError(f"the model was converted with a fixed batch of {fixed}: fit needs batch={fixed}, "
+                             f"got {batch} (convert with a symbolic batch to train on others)")
         if not 1 <= batch <= self.max_batch:
             raise BoldcError(f"batch must be in 1..{self.max_batch} (max_batch), got {batch}")
         return run_epochs(self.train_step, x, y, seed=self.train_options.seed, batch=batch, epochs=epochs,
-                          start_epoch=start_epoch, on_step=on_step, on_epoch=on_epoch)
+                          start_epoch=start_epoch, on_step=on_step, on_epoch=on_epoch, drop_last=fixed is not None)
+
+    def _fixed_batch(self, func: str) -> int | None:
+        """The batch of ``func`` when it has no symbolic batch (a model converted with a fixed
+        one): the first dimension of its first input; None when the batch is symbolic."""
+        x = self.module.function(func).args[0].type
+        return x.shape[0] if x.is_static and x.rank else None
 
     # -- evaluation -----------------------------------------------------------------------
     def loss_definition(self, loss: str | None = None):
@@ -91,9 +102,14 @@ class TrainingMixin:
         """(loss, metric) of the model on (x, y): the compiled @forward in batches, then the
         loss op and the metric on all predictions (``boldc.epochs.evaluate_predictions``).
         ``metric``: accuracy, miou or psnr (``boldc.metrics``); None is accuracy for integer
-        labels and no metric (None) for float targets. ``ignore_index`` replaces the loss's."""
+        labels and no metric (None) for float targets. ``ignore_index`` replaces the loss's. A
+        model with a fixed batch runs on chunks of it (``_infer_padded``)."""
         opdef, attrs = self.loss_definition(loss)
-        pred = self.infer(x) if batch is None else self._infer_in(x, batch)
+        fixed = self._fixed_batch("forward")
+        if fixed is not None:
+            pred = self._infer_padded(x, fixed)
+        else:
+            pred = self.infer(x) if batch is None else self._infer_in(x, batch)
         target = opdef.target_type(_type_of(self.module))
         return evaluate_predictions(opdef, attrs, target, pred, y, metric, psnr_peak, ignore_index)
 
@@ -102,6 +118,21 @@ class TrainingMixin:
             raise BoldcError(f"batch must be in 1..{self.max_batch} (max_batch), got {batch}")
         x = np.asarray(x)
         parts = [self.infer(x[s:s + batch]) for s in range(0, len(x), batch)]
+        return np.concatenate(parts, axis=0)
+
+    def _infer_padded(self, x, fixed: int):
+        """@forward of a model with a fixed batch on any number of samples: chunks of ``fixed``,
+        the last one filled up with copies of its last sample, whose outputs are dropped (the
+        samples of an inference pass do not interact)."""
+        x = np.asarray(x)
+        if len(x) == 0:
+            raise BoldcError("evaluate needs at least one sample")
+        parts = []
+        for s in range(0, len(x), fixed):
+            chunk = x[s:s + fixed]
+            if len(chunk) < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - len(chunk), axis=0)])
+            parts.append(self.infer(chunk)[:min(fixed, len(x) - s)])
         return np.concatenate(parts, axis=0)
 
     # -- checkpoints ----------------------------------------------------------------------

@@ -36,22 +36,28 @@ TRAIN_ONLY = ("eta", "lr", "schedule", "total_steps", "freeze_float")
 @click.option("--freeze-float", is_flag=True, default=None, help="With --train: train the Boolean weights only.")
 @click.option("--no-fuse", is_flag=True,
               help="Keep every op its own C function: do not fuse layers with the elementwise ops after them.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+              help="Size of a symbolic dimension, fixed at compile time (repeatable): every symbol but the batch N "
+                   "needs one, e.g. --dim L=64; --dim N=32 fixes the batch too.")
 def command(file, outdir, name: str, max_batch, threads: int, func: str, force: bool, train: bool, no_fuse: bool,
-            **training) -> None:
+            dims, **training) -> None:
     """Compile FILE (.bir) to portable C in folder DIR: the model, the runtime, the
     weights, a Makefile and an example main.c. `make` in DIR builds it without Python."""
     from boldc.backend.export import export
     from boldc.backend.training import TrainOptions, training_module
     from boldc.fileio import check_outside, load
+    from boldc.passes.bind_dims import bound_copy, parse_dims
 
     given = {k: v for k, v in training.items() if v is not None}
     if given and not train:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise BoldcError(f"{flags} given without --train (training options apply only with --train)")
     check_outside(outdir, "-o", {"FILE": file})  # --force replaces the folder whole
+    sizes = parse_dims(dims)
     module = load(file)
     if not module.has_weights:
         raise BoldcError(f"{file}: the module has no weights (a structure-only file cannot be compiled)")
+    module = bound_copy(module, sizes)
     if train:
         module = training_module(module, TrainOptions.from_kwargs(given))
     out = export(module, outdir, name=name, max_batch=max_batch or (64 if train else 1), threads=threads, func=func,

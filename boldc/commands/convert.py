@@ -39,11 +39,18 @@ def _status(console, text: str):
 @click.option("--no-lower", is_flag=True, help="Import only: write the float IR.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
               help="Shape of an input with dynamic dimensions other than the batch, e.g. x=1x3x32x32 "
-                   "(N keeps the batch symbolic: x=Nx3x32x32). Repeatable.")
+                   "(N keeps the batch symbolic: x=Nx3x32x32; another name keeps a size symbolic: ids=NxL). "
+                   "Repeatable.")
+@click.option("--binarize-activations", is_flag=True,
+              help="Transformers: threshold the real input of the projections that read LayerNorm or attention "
+                   "outputs, so that they are Boolean (blinear) instead of mixed (mlinear).")
+@click.option("--no-layer-scale", is_flag=True,
+              help="Transformers: no per-output scale mean|W_j| after the Boolean-weight projections whose output "
+                   "reaches LayerNorm or attention.")
 @click.option("--no-fuse", is_flag=True,
               help="Keep every op apart: do not fuse layers with the elementwise ops after them (docs/ir.md).")
 def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no_lower, input_shapes,
-            no_fuse) -> None:
+            binarize_activations, no_layer_scale, no_fuse) -> None:
     """Convert a float ONNX MODEL into a Boolean network (.bir) and print a summary.
 
     Arithmetic layers (Conv, Gemm, MatMul) become Boolean except the first and the
@@ -57,7 +64,8 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
 
     lowering = {"--keep-bn": keep_bn, "--fold-bn": fold_bn, "--logic": logic != "xnor",
                 "--float-layers": float_layers != "first,last", "--init": init != "sign", "--seed": seed is not None,
-                "--no-fuse": no_fuse}
+                "--no-fuse": no_fuse, "--binarize-activations": binarize_activations,
+                "--no-layer-scale": no_layer_scale}
     if no_lower and any(lowering.values()):
         given = ", ".join(k for k, v in lowering.items() if v)
         raise BoldcError(f"--no-lower writes the float IR; it cannot be combined with {given}")
@@ -78,7 +86,8 @@ def command(model, output, keep_bn, fold_bn, logic, float_layers, init, seed, no
     else:
         with _status(err, "lowering to Boolean"):
             after = lower(before.copy(), keep_bn=keep_bn, logic=logic, float_layers=float_layers, init=init,
-                          seed=seed, fold_bn=fold_bn)
+                          seed=seed, fold_bn=fold_bn, binarize_activations=binarize_activations,
+                          layer_scale=not no_layer_scale)
     written = after if no_lower or no_fuse else fuse_layers(after.copy())
     with _status(err, f"writing {output}"):
         save(written, output)

@@ -4,8 +4,10 @@
 dimensions after the batch); ``y`` the targets: integer class labels for a classification
 loss (softmax_xent): [N] for logits [N, C], one per position for dense logits ([N, H, W]
 for [N, C, H, W]), in 0..C-1 or the ignore index; or numbers shaped like the prediction for
-a regression loss (mse, l1; images for an image-to-image model). Every mistake is a one-line
-error naming the file and the array.
+a regression loss (mse, l1; images for an image-to-image model). A symbol of the input after
+the batch (a sequence length L of i32[N, L]) takes its size from ``x`` (``data_dims``); the
+C engine is then compiled for that size. Samples of an integer input (token ids) stay
+integers. Every mistake is a one-line error naming the file and the array.
 """
 
 from __future__ import annotations
@@ -36,17 +38,44 @@ def model_input(module: Module, model="the model") -> TensorType:
         raise BoldcError(f"{model}: training and evaluation need a @forward with one input and one output; it has "
                          f"{len(fn.args)} and {len(fn.returns)}")
     t = fn.args[0].type
-    if not t.shape or not isinstance(t.shape[0], str) or any(isinstance(d, str) for d in t.shape[1:]):
+    if not t.shape or not isinstance(t.shape[0], str) or t.shape[0] in t.shape[1:]:
         raise BoldcError(f"{model}: its input %{fn.args[0].name} is {t}: training and evaluation need a batch "
-                         "dimension first and fixed sizes after it")
+                         "dimension first (other symbols, such as a sequence length L, are bound from the data)")
     return t
+
+
+def data_dims(module: Module, x: np.ndarray) -> dict[str, int]:
+    """The sizes the data give the symbols of the model's input after its batch (an input
+    i32[N, L] and samples x of shape [n, 64] give {"L": 64}); ``load_data`` has checked x."""
+    want = model_input(module)
+    out: dict[str, int] = {}
+    for d, size in zip(want.shape[1:], x.shape[1:]):
+        if isinstance(d, str):
+            out[d] = int(size)
+    return out
+
+
+def _sample_shape_matches(want: TensorType, shape) -> bool:
+    """``shape`` (x's, batch first) fits ``want``: equal ranks and sizes, each symbol after the
+    batch one positive size wherever it appears."""
+    if len(shape) != want.rank:
+        return False
+    seen: dict[str, int] = {}
+    for d, size in zip(want.shape[1:], shape[1:]):
+        if isinstance(d, str):
+            if size < 1 or seen.setdefault(d, size) != size:
+                return False
+        elif d != size:
+            return False
+    return True
 
 
 def load_data(path, module: Module, target: TensorType, ignore_index: int | None = None) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
-    """(x as float32, y as the target dtype) from ``path``, checked against ``module``'s
-    input and the loss's ``target`` type (a type of the batch); a label equal to
-    ``ignore_index`` is allowed besides 0..C-1."""
+    """(x as float32, or as the input's integer type; y as the target dtype) from ``path``,
+    checked against ``module``'s input and the loss's ``target`` type (a type of the batch;
+    its symbols after the batch take the sizes of x); a label equal to ``ignore_index`` is
+    allowed besides 0..C-1."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ArtefactError(f"{path}: a data file is an .npz with the arrays x (samples) and y (targets)")
@@ -60,12 +89,15 @@ def load_data(path, module: Module, target: TensorType, ignore_index: int | None
     want = model_input(module)
     if x.dtype.kind not in "fiu":
         raise ArtefactError(f"{path}: 'x' must hold numbers (floats), got {x.dtype}")
-    if x.ndim != want.rank or tuple(x.shape[1:]) != tuple(want.shape[1:]):
+    if not _sample_shape_matches(want, x.shape):
         raise ArtefactError(f"{path}: 'x' has shape {_dims(x.shape)}; the model takes samples of "
                             f"{_dims(want.shape[1:])} (input {want})")
     if len(x) == 0:
         raise ArtefactError(f"{path}: 'x' holds no samples")
-    x = _finite_f32(x, "x", path)
+    x = _integers(x, want, path) if want.dtype.is_int else _finite_f32(x, "x", path)
+    sizes = data_dims(module, x)
+    target = target.with_shape(target.shape[:1] + tuple(sizes.get(d, d) if isinstance(d, str) else d
+                                                        for d in target.shape[1:]))
     if y.ndim == 0 or len(y) != len(x):
         raise ArtefactError(f"{path}: 'y' has {y.shape[0] if y.ndim else 'no'} entries but 'x' has {len(x)} samples")
     if target.dtype.is_int:
@@ -86,6 +118,16 @@ def load_data(path, module: Module, target: TensorType, ignore_index: int | None
         raise ArtefactError(f"{path}: 'y' must hold numbers of shape [N{_tail(target.shape)}] (the prediction's), "
                             f"got {y.dtype} {_dims(y.shape)}")
     return x, _finite_f32(y, "y", path)
+
+
+def _integers(x: np.ndarray, want: TensorType, path: Path) -> np.ndarray:
+    """Samples of an integer input (token ids): integers in the range of its type, as that type."""
+    if x.dtype.kind not in "iu":
+        raise ArtefactError(f"{path}: 'x' must hold integers for the model's input {want}, got {x.dtype}")
+    lo, hi = want.dtype.int_range
+    if x.size and (int(x.min()) < lo or int(x.max()) > hi):
+        raise ArtefactError(f"{path}: 'x' holds values outside [{lo}, {hi}], the range of the model's input {want}")
+    return x.astype(want.dtype.numpy)
 
 
 def _finite_f32(a: np.ndarray, key: str, path: Path) -> np.ndarray:

@@ -53,6 +53,9 @@ def _bounded_batch(ctx, param, value):
                    "fixed batch]")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
               help="For an .onnx FILE: size of a dynamic input dimension, as in 'boldc convert'.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+              help="Size of a symbolic dimension other than the batch (repeatable), e.g. --dim L=64 for a "
+                   "sequence length; every such symbol needs one. --dim N=32 fixes the batch like --batch.")
 @click.option("--hw", default="ascend", show_default=True, metavar="NAME|FILE",
               help="Hardware description: a shipped one (ascend, edge_example) or a JSON file (docs/energy.md).")
 @click.option("--signal-bits", type=click.Choice(["16", "8", "4", "f32", "32"]), default="16", show_default=True,
@@ -68,7 +71,7 @@ def _bounded_batch(ctx, param, value):
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a plot (PNG) of the energy per op by memory level, Boolean and float side by side "
                    "(needs matplotlib).")
-def command(file, phase, batch, input_shapes, hw, signal_bits, no_fuse, fmt, output, plot) -> None:
+def command(file, phase, batch, input_shapes, dims, hw, signal_bits, no_fuse, fmt, output, plot) -> None:
     """Energy of one inference pass or training step of FILE (.bir or .onnx) on an
     analytic model of an accelerator core, per op and in total, and its ratio to the
     float baseline (the same network in float32, ordinary backprop and Adam).
@@ -80,6 +83,7 @@ def command(file, phase, batch, input_shapes, hw, signal_bits, no_fuse, fmt, out
     from boldc.energymodel.api import energy
     from boldc.energymodel.hardware import load_hardware
     from boldc.fileio import atomic_write, check_distinct, check_output_file
+    from boldc.passes.bind_dims import describe, parse_dims
 
     if output is not None and fmt == "table":
         raise BoldcError("--output: writes a json or csv report only: add --format json or --format csv")
@@ -89,16 +93,18 @@ def command(file, phase, batch, input_shapes, hw, signal_bits, no_fuse, fmt, out
             check_output_file(path)
     err = Console(stderr=True)
     hardware = load_hardware(hw)  # bad files fail before the model is read
+    sizes = parse_dims(dims)
     from boldc.frontend.api import parse_input_shape
 
     shapes = dict(parse_input_shape(s) for s in input_shapes) or None
     if shapes and Path(file).suffix.lower() != ".onnx":
         raise BoldcError(f"{file}: --input-shape applies to .onnx files only")
     module, baseline = load_model(Path(file), err, shapes)
-    with _status(err, f"costing {file} ({phase}, batch {batch or 'default'})"):
+    bound = f", {describe(sizes)}" if sizes else ""
+    with _status(err, f"costing {file} ({phase}, batch {batch or 'default'}{bound})"):
         bits = 32 if signal_bits == "f32" else int(signal_bits)
         report = energy(module, batch=batch, phase=phase, hw=hardware, signal_bits=bits, baseline=baseline,
-                        source=Path(file).name, fuse=not no_fuse)
+                        source=Path(file).name, fuse=not no_fuse, dims=sizes)
     if plot is not None:
         from boldc.energymodel.render import save_plot
 

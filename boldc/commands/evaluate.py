@@ -33,10 +33,11 @@ def command(model, data, batch, loss, metric, psnr_peak, ignore_index, threads, 
     (accuracy: the argmax of the prediction equals the label; miou: the mean IoU of the
     classes; both for class labels. psnr: the mean PSNR of the samples, for float targets)."""
     import boldc
-    from boldc.commands.data import load_data, model_input
+    from boldc.commands.data import data_dims, load_data, model_input
     from boldc.commands.train import loss_ignore_index, metric_text, resolve_metric, target_type
     from boldc.errors import BoldcError
     from boldc.fileio import load
+    from boldc.passes.bind_dims import describe
 
     module = load(model)
     if not module.has_weights:
@@ -58,7 +59,11 @@ def command(model, data, batch, loss, metric, psnr_peak, ignore_index, threads, 
         from boldc.commands.common import check_c_engine_options
 
         check_c_engine_options({"device": device})
-        cm = boldc.compile(module, max_batch=min(batch, len(x)), threads=threads)
+        dims = data_dims(module, x)  # the C code keeps only the batch symbolic: the others take the data's sizes
+        if dims:
+            click.echo(f"binding {describe(dims)} from the shape of 'x' in {data} (the C code is compiled for "
+                       "these sizes)", err=True)
+        cm = boldc.compile(module, max_batch=min(batch, len(x)), threads=threads, dims=dims)
     cm.set_threads(threads)
     value, measured = cm.evaluate(x, y, loss=None if "train_step" in module.functions else loss, metric=metric,
                                   psnr_peak=psnr_peak, ignore_index=ignore_index)

@@ -165,8 +165,9 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
     from rich.console import Console
 
     import boldc
-    from boldc.commands.data import load_data, model_input, split
+    from boldc.commands.data import data_dims, load_data, model_input, split
     from boldc.fileio import check_distinct, check_output_file, load
+    from boldc.passes.bind_dims import describe
 
     engine_options = dict(device=device, nproc=nproc, fast=fast, amp=amp, crop_pad=crop_pad, flip=flip)
     if engine != "torch":
@@ -218,8 +219,13 @@ def command(model, data, output, epochs, batch, eta, lr, schedule, freeze_float,
         engine_options.pop("nproc")
         cm = torch_model(module, True, max_batch=batch, threads=threads, seed=seed, **engine_options, **step_opts)
     else:
+        dims = data_dims(module, x)  # the C code keeps only the batch symbolic: the others take the data's sizes
+        if dims:
+            click.echo(f"binding {describe(dims)} from the shape of 'x' in {data} (the C code is compiled for "
+                       "these sizes)", err=True)
         with err.status("compiling the training step") if err.is_terminal else nullcontext():
-            cm = boldc.compile(module, train=True, max_batch=batch, threads=threads, seed=seed, **step_opts)
+            cm = boldc.compile(module, train=True, max_batch=batch, threads=threads, seed=seed, dims=dims,
+                               **step_opts)
     cm.set_threads(threads)
     main = getattr(cm, "is_main", True)  # one process of several writes the files and reports
     run = {"model": str(model), "data": str(data), "epochs": epochs, "batch": batch, "seed": seed,

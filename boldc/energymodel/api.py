@@ -11,6 +11,7 @@ from boldc.ir.core import Module
 from boldc.ir.works import INT, REAL
 from boldc.ops.registry import lookup
 from boldc.ops.traits import Composite
+from boldc.passes.bind_dims import BATCH, bound_copy, check_dims, module_symbols, unbound_message
 from boldc.passes.fuse_epilogues import FuseEpilogues, Unfuse
 
 PHASES = ("inference", "training")
@@ -97,13 +98,31 @@ def effective_batch(module: Module, batch: int | None) -> int:
     return fixed
 
 
+def bind_sizes(module: Module, dims, baseline: Module | None = None) -> tuple[Module, Module | None]:
+    """``module`` (and the given ``baseline``) with the sizes ``dims`` bound (the pass
+    bind-dims, on copies; a baseline gets those of its own symbols). Then every symbol but
+    the batch N must have a size: otherwise a one-line error naming it and ``--dim``."""
+    sizes = check_dims(dims or {}, "dims")
+    module = bound_copy(module, sizes)
+    if baseline is not None:
+        baseline = bound_copy(baseline, {k: v for k, v in sizes.items() if k in module_symbols(baseline)})
+    for m in (module, baseline):
+        for fn in (m.functions if m is not None else ()):
+            rest = sorted(module_symbols(m, [fn]) - {BATCH})
+            if rest:
+                raise EnergyError(unbound_message(fn, rest, "the energy model needs every size but the batch N "
+                                                  "(--batch)", "boldc energy --dim", "boldc.energy"))
+    return module, baseline
+
+
 def costed(module: Module, batch: int | None = None, phase: str = "inference", hw=None,
            signal_bits: int = DEFAULT_SIGNAL_BITS, loss: str = DEFAULT_LOSS, baseline: Module | None = None,
            fuse: bool | None = True):
     """The cost items of the model and of its float baseline, and the hardware used
     (what ``energy`` reports and ``annotate-energy`` records). ``batch`` as in
     ``effective_batch``, ``fuse`` as in ``cost_items`` (the baseline is fused alike; with
-    None, when the module has a fused op)."""
+    None, when the module has a fused op). Symbols other than the batch must be bound
+    already (``bind_sizes``)."""
     batch = effective_batch(module, batch)
     _check(phase, batch, signal_bits)
     hw = load_hardware(hw)
@@ -121,7 +140,7 @@ def costed(module: Module, batch: int | None = None, phase: str = "inference", h
 
 def energy(module: Module, batch: int | None = None, phase: str = "inference", hw=None,
            signal_bits: int = DEFAULT_SIGNAL_BITS, loss: str = DEFAULT_LOSS, baseline: Module | None = None,
-           source: str | None = None, fuse: bool = True) -> Report:
+           source: str | None = None, fuse: bool = True, dims=None) -> Report:
     """The energy report (docs/method.md §6) of ``module`` for one step of ``phase`` on ``batch``
     samples (default 32; a module with a fixed batch is costed on it), and of its float
     baseline (same phase and batch).
@@ -136,10 +155,15 @@ def energy(module: Module, batch: int | None = None, phase: str = "inference", h
       replaced by its float counterpart. The baseline's training step is always
       derived from its @forward (ordinary backprop, Adam for every param);
     - ``fuse``: cost the steps with their epilogues fused into the layers before them, the
-      baseline alike (docs/energy.md, "Fusion"); False costs both unfused.
+      baseline alike (docs/energy.md, "Fusion"); False costs both unfused;
+    - ``dims``: sizes of the symbolic dimensions other than the batch, e.g. ``{"L": 64}``
+      for a sequence length (``boldc energy --dim L=64``); a model that keeps such a
+      symbol unbound is refused with a one-line error naming it. ``{"N": 32}`` fixes the
+      batch like a model converted with a fixed batch.
 
     Returns a ``Report`` with ``.total_pj``, ``.baseline_pj``, ``.ratio``, ``.rows`` and
     ``.to_json()``."""
+    module, baseline = bind_sizes(module, dims, baseline)
     batch = effective_batch(module, batch)
     items, base_items, hw = costed(module, batch, phase, hw, signal_bits, loss, baseline, fuse)
     rows = [to_row(i) for i in items]
@@ -155,6 +179,7 @@ def energy(module: Module, batch: int | None = None, phase: str = "inference", h
         "loss": loss if phase == "training" else None,
         "baseline": "given float module" if baseline is not None else "derived: same graph, f32, float ops",
         "fused": bool(fuse),
+        "dims": dict(check_dims(dims or {})),
         "hardware": hw.summary(),
     }
     return Report(meta, rows, base_rows)

@@ -68,7 +68,7 @@ class View:
                 out.append(self.batch)
             else:
                 raise EnergyError(f"{where}: dimension '{d}' is symbolic; the energy model needs static sizes "
-                                  "(only the batch N is bound, by --batch)")
+                                  f"(the batch N is bound by --batch, others by --dim {d}=SIZE)")
         return tuple(out)
 
     def info(self, t: TensorType, where: str) -> TensorInfo:

@@ -49,7 +49,8 @@ def print_table(report: Report, console) -> None:
     titles = _titles(report)
     hw = meta.get("hardware", {}).get("name", "?")
     signal = meta.get("signal", {})
-    caption = (f"{meta.get('phase')} step, batch {meta.get('batch')}, hardware {hw}; "
+    sizes = "".join(f", {k}={v}" for k, v in (meta.get("dims") or {}).items())  # bound by --dim
+    caption = (f"{meta.get('phase')} step, batch {meta.get('batch')}{sizes}, hardware {hw}; "
                f"function {meta.get('function')}; baseline: {meta.get('baseline')}")
     if meta.get("phase") == "training":
         caption += f"; signals {signal.get('bits')}-bit {signal.get('kind')}"

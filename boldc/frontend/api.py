@@ -12,15 +12,19 @@ from collections.abc import Sequence
 from boldc.errors import BoldcError
 from boldc.ir.core import Module
 
-_DIM = re.compile(r"^(N|\d+)$")
+# a size, n / N (the batch) or a symbol: a capital letter, then letters and digits (no 'x': the separator)
+_DIM = re.compile(r"^(\d+|n|[A-WYZ][A-WYZa-wyz0-9]*)$")
 
 
 def parse_shape(text: str) -> list:
-    """``1x3x32x32`` or ``Nx3x32x32`` -> [1, 3, 32, 32] / ["N", 3, 32, 32]."""
-    dims = [d.strip() for d in text.strip().lower().replace("n", "N").split("x")]
+    """``1x3x32x32``, ``Nx3x32x32`` or ``NxL`` -> [1, 3, 32, 32] / ["N", 3, 32, 32] / ["N", "L"]:
+    ``N`` (or ``n``) is the batch, another name (a capital letter, then letters and digits) a
+    symbolic size such as a sequence length."""
+    dims = [d.strip() for d in re.split("[xX]", text.strip())]
     if not dims or not all(_DIM.match(d) for d in dims):
-        raise BoldcError(f"bad shape '{text}': write the dimensions joined by 'x', e.g. 1x3x32x32 or Nx3x32x32")
-    out = [d if d == "N" else int(d) for d in dims]
+        raise BoldcError(f"bad shape '{text}': write the dimensions joined by 'x', e.g. 1x3x32x32, Nx3x32x32 "
+                         "or NxL (a name keeps a size symbolic)")
+    out = [int(d) if d.isdigit() else "N" if d in ("n", "N") else d for d in dims]
     if 0 in out:
         raise BoldcError(f"bad shape '{text}': dimensions must be at least 1")
     return out
@@ -75,7 +79,7 @@ def import_onnx(path_or_model, input_shapes: dict[str, Sequence | str] | None = 
 
 def convert(path_or_model, keep_bn: bool = False, logic: str = "xnor", float_layers=None,
             init: str = "sign", seed: int = 0, input_shapes=None, fold_bn: bool = False, fuse: bool = True,
-            example_input=None) -> Module:
+            example_input=None, binarize_activations: bool = False, layer_scale: bool = True) -> Module:
     """Import a float ONNX model (a path, an ``onnx.ModelProto``, or a ``torch.nn.Module`` with
     ``example_input``: a tensor shaped like its input, batch first) and lower it to a Boolean
     network (docs/method.md §5).
@@ -89,10 +93,15 @@ def convert(path_or_model, keep_bn: bool = False, logic: str = "xnor", float_lay
       default ``["first", "last"]``;
     - ``init``: "sign" (w >= 0 -> T) or "random" (bits drawn with ``seed``);
     - ``fuse``: fuse each layer with the elementwise ops after it (``fuse_layers``); False keeps
-      every op apart, as before fusion existed.
+      every op apart, as before fusion existed;
+    - ``binarize_activations``: layers that read real features (a transformer's projections after
+      LayerNorm or attention) read a threshold of them and become Boolean instead of mixed;
+    - ``layer_scale``: a per-output scale mean|W_j| after each Boolean-weight layer whose output
+      reaches real features (docs/convert.md, "Transformers").
     """
     module = import_onnx(path_or_model, input_shapes, example_input)
-    lower(module, keep_bn=keep_bn, logic=logic, float_layers=float_layers, init=init, seed=seed, fold_bn=fold_bn)
+    lower(module, keep_bn=keep_bn, logic=logic, float_layers=float_layers, init=init, seed=seed, fold_bn=fold_bn,
+          binarize_activations=binarize_activations, layer_scale=layer_scale)
     return fuse_layers(module) if fuse else module
 
 
@@ -107,7 +116,7 @@ def fuse_layers(module: Module) -> Module:
 
 
 def lower(module: Module, keep_bn: bool = False, logic: str = "xnor", float_layers=None, init: str = "sign",
-          seed: int = 0, fold_bn: bool = False) -> Module:
+          seed: int = 0, fold_bn: bool = False, binarize_activations: bool = False, layer_scale: bool = True) -> Module:
     """Lower a float IR module in place (the passes lower-boolean, then fold-bn); same
     options as ``convert``. Returns the module."""
     from boldc.passes.fold_bn import FoldBatchNorm
@@ -117,7 +126,8 @@ def lower(module: Module, keep_bn: bool = False, logic: str = "xnor", float_laye
     if isinstance(float_layers, str):
         float_layers = [s for s in float_layers.split(",") if s.strip()] or ["none"]
     passes = [LowerBoolean(keep_bn=keep_bn or fold_bn, logic=logic, init=init, seed=int(seed),
-                           float_layers=list(float_layers) if float_layers is not None else ["first", "last"])]
+                           float_layers=list(float_layers) if float_layers is not None else ["first", "last"],
+                           binarize_activations=binarize_activations, layer_scale=layer_scale)]
     if fold_bn:
         passes.append(FoldBatchNorm())
     PassManager(passes).run(module)

@@ -173,14 +173,26 @@ class Importer:
             # numpy returns a bare element when indexing an object array down to a scalar
             return [o if o is None or isinstance(o, np.ndarray) else np.array(o, dtype=object) for o in outs]
         if any(v is not None and v.symbolic for v in inputs):
-            raise self.error(node, "computes with the symbolic batch size; boldc cannot keep the batch "
-                                   "symbolic here: fix it with --input-shape (e.g. x=1x3x32x32)")
+            # e.g. nn.MultiheadAttention's view(L, N * heads, d): a product of symbols has no type
+            # (the IR's dimensions are integers or lone symbols)
+            raise self.error(node, "computes with a symbolic size (a product or other arithmetic of N, L, ...), "
+                                   "which the IR cannot type: fix the batch with " + self._fixed_batch_hint())
+        # an object array without symbols (a static entry of a symbolic shape) is plain int64
+        arrays = [a.astype(np.int64) if a is not None and a.dtype == object else a for a in arrays]
         try:
             return self.fold_node(node, arrays)
         except OnnxImportError:
             raise
         except Exception as exc:  # the generic evaluator's own error, made one line
             raise self.error(node, f"cannot evaluate this constant node: {exc}") from None
+
+    def _fixed_batch_hint(self) -> str:
+        """``--input-shape ids=32xL`` for each input with a symbolic batch (other symbols kept)."""
+        hints = [f"--input-shape {gi.name}=" + "x".join("32" if k == 0 and isinstance(d, str) else str(d)
+                                                      for k, d in enumerate(arg.type.shape))
+                 for gi, arg in zip(self.graph.inputs, self.fb.args)
+                 if arg.type.rank and isinstance(arg.type.shape[0], str)]
+        return " ".join(hints) if hints else "--input-shape (static sizes)"
 
     # -- access to inputs ----------------------------------------------------------
     def error(self, node: Node, msg: str) -> OnnxImportError:
@@ -232,8 +244,10 @@ class Importer:
         return c.array.astype(np.float32)
 
     # -- building ------------------------------------------------------------------
-    def param(self, data: np.ndarray, hint: str, key: tuple | None = None, attrs=None) -> Param:
-        """A module param holding ``data`` named after ``hint`` (sanitized, unique).
+    def param(self, data: np.ndarray, hint: str, key: tuple | None = None, attrs=None,
+              dtype: DType | None = None) -> Param:
+        """A module param holding ``data`` named after ``hint`` (sanitized, unique): b1 for
+        bool data, else f32 unless ``dtype`` says otherwise (i32 constants next to token ids).
         With ``key``, the same param is returned for the same key (shared weights)."""
         if key is not None and key in self._params:
             return self._params[key]
@@ -243,7 +257,7 @@ class Importer:
             k += 1
             name = f"{base}.{k}"
         data = np.ascontiguousarray(data)
-        dtype = DType.b1 if data.dtype == np.bool_ else DType.f32
+        dtype = dtype or (DType.b1 if data.dtype == np.bool_ else DType.f32)
         p = self.module.add_param(name, TensorType(dtype, data.shape), data.astype(dtype.numpy), attrs)
         if key is not None:
             self._params[key] = p

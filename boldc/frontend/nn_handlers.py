@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from boldc.frontend import transformer_handlers
 from boldc.frontend.graph import Node, f32_attr
 from boldc.frontend.importer import Importer, handles
 from boldc.ir.core import Value
@@ -157,9 +158,10 @@ def _bias_vector(imp: Importer, node: Node, c: np.ndarray, n: int) -> np.ndarray
 
 @handles("Gemm")
 def gemm(imp: Importer, node: Node) -> list:
-    """Y = alpha · A' · B' + beta · C  ->  linear(A', W = alpha · B'ᵀ, beta · C)."""
+    """Y = alpha · A' · B' + beta · C  ->  linear(A', W = alpha · B'ᵀ, beta · C); with a computed B,
+    a product of two tensors (``transformer_handlers.gemm_of_computed``)."""
     if not imp.is_const(node, 1):
-        raise imp.error(node, "B must be a constant (weights); a product of two computed tensors is not supported")
+        return transformer_handlers.gemm_of_computed(imp, node)
     x = imp.value(node, 0)
     b = imp.const(node, 1, "B").astype(np.float32)
     if b.ndim != 2:
@@ -182,12 +184,12 @@ def gemm(imp: Importer, node: Node) -> list:
 
 @handles("MatMul")
 def matmul(imp: Importer, node: Node) -> list:
-    """Y = A · B with B a constant [in, out]  ->  linear(A, Bᵀ)."""
-    if not imp.is_const(node, 1):
-        raise imp.error(node, "B must be a constant (weights); a product of two computed tensors is not supported")
+    """Y = A · B with B a constant [in, out]  ->  linear(A, Bᵀ); with a computed B (attention's
+    Q·Kᵀ), a constant A or a batched constant B -> matmul (``transformer_handlers.batched_matmul``)."""
+    if not imp.is_const(node, 1) or imp.is_const(node, 0) or imp.const(node, 1, "B").ndim != 2 \
+            or imp.value(node, 0).type.rank < 2:
+        return transformer_handlers.batched_matmul(imp, node)
     b = imp.const(node, 1, "B").astype(np.float32)
-    if b.ndim != 2:
-        raise imp.error(node, f"B must be a matrix, got shape {list(b.shape)}")
     x = imp.value(node, 0)
     w = imp.param(b.T, imp.weight_name(node, 1, "weight"), key=(node.input(1), "T"))
     return [imp.emit(node, "linear", [x, w])]
@@ -273,7 +275,13 @@ def softmax(imp: Importer, node: Node) -> list:
     axis = axis + x.type.rank if axis < 0 else axis
     if axis == x.type.rank - 1:
         return [imp.emit(node, op, [x], {"axis": -1})]
-    flat = imp.emit(node, "flatten", [x], {"axis": axis})
+    # The leading dimensions stay apart (they may be symbols: N, L); the trailing ones are
+    # one row, which must have a static size.
+    trailing = x.type.shape[axis:]
+    if not all(isinstance(d, int) for d in trailing):
+        raise imp.error(node, f"before opset 13, {node.op_type} on axis {axis} normalizes over the dimensions "
+                              f"{list(trailing)} together, which must be static; re-export at opset >= 13")
+    flat = imp.emit(node, "reshape", [x], {"shape": list(x.type.shape[:axis]) + [int(np.prod(trailing))]})
     y = imp.emit(node, op, [flat], {"axis": -1})
     return [imp.emit(node, "reshape", [y], {"shape": list(x.type.shape)})]
 

@@ -4,7 +4,8 @@ Steps: read the file (or take a ModelProto); check it is an ONNX model with a
 supported opset; turn the graph into plain structures (``graph.py``); list every
 unsupported op at once; validate with ONNX's node checker and strict shape
 inference; bind the input shapes (the batch stays the symbol ``N``, other dynamic
-dimensions need ``input_shapes``); then let ``importer.py`` build the module.
+dimensions need ``input_shapes``, which may name them symbolically, e.g. ``L``); then
+let ``importer.py`` build the module.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
-from boldc.frontend import nn_handlers, resize_handlers, tensor_handlers  # noqa: F401  (register the handlers)
+from boldc.frontend import (  # noqa: F401  (register the handlers)
+    nn_handlers,
+    patterns,
+    resize_handlers,
+    tensor_handlers,
+    transformer_handlers,
+)
 from boldc.frontend.graph import Graph, GraphInput, Node, OnnxImportError
 from boldc.frontend.importer import Importer, check_supported, live_nodes
 from boldc.ir.core import Module
@@ -25,6 +32,8 @@ from boldc.ir.types import DType, TensorType
 
 OPSETS = range(7, 22)  # the ai.onnx opsets whose semantics the handlers implement
 BATCH = "N"
+# graph input element types -> IR types (token ids: int64 values within the i32 range)
+INPUT_DTYPES = {"float32": DType.f32, "int64": DType.i32, "int32": DType.i32, "bool": DType.b1}
 NOT_UTF8_HINT = "(ONNX strings are UTF-8: the file is corrupt)"
 
 
@@ -33,10 +42,11 @@ def import_model(source, input_shapes: dict[str, list] | None = None) -> Module:
     name -> dims (ints; "N" for the batch), required for dynamic non-batch dims."""
     model, filename = load(source)
     graph = read_graph(model, filename)
-    nodes = live_nodes(graph)
+    live = live_nodes(graph)
+    nodes = patterns.recognise(graph, live)  # decomposed LayerNormalization / Gelu as one node
     check_supported(graph, nodes)
     types = input_types(graph, input_shapes or {})
-    validate(model, filename, nodes)
+    validate(model, filename, live)
     module = Importer(graph, lambda node, arrays: _fold(graph, node, arrays), types).run(nodes)
     module.attrs["source"] = Path(filename).name
     module.attrs["onnx_opset"] = graph.opset
@@ -182,20 +192,23 @@ def input_types(graph: Graph, shapes: dict[str, list]) -> list[TensorType]:
 
 
 def _input_type(filename: str, gi: GraphInput, given: list | None) -> TensorType:
-    if gi.elem_type != "float32":
+    if gi.elem_type not in INPUT_DTYPES:
         raise OnnxImportError(f"{filename}: input '{gi.name}' has element type {gi.elem_type}; "
-                              "boldc imports float32 inputs only")
+                              "boldc imports float32 inputs only (and int32 / int64 ones, such as token ids, as i32, "
+                              "and bool ones as b1)")
+    dtype = INPUT_DTYPES[gi.elem_type]
     if given is not None:
         if gi.dims is not None and len(given) != len(gi.dims):
             raise OnnxImportError(f"{filename}: --input-shape gives {len(given)} dimensions for input "
                                   f"'{gi.name}', which has {len(gi.dims)}")
-        if any(isinstance(g, str) for g in given[1:]):
-            raise OnnxImportError(f"{filename}: only the first (batch) dimension of '{gi.name}' may be N")
+        if BATCH in given[1:]:
+            raise OnnxImportError(f"{filename}: only the first (batch) dimension of '{gi.name}' may be N "
+                                  "(name another symbolic size otherwise, e.g. L)")
         for k, (d, g) in enumerate(zip(gi.dims or [], given)):
             if isinstance(d, int) and d > 0 and g != d and not (k == 0 and g == BATCH):
                 raise OnnxImportError(f"{filename}: input '{gi.name}' has size {d} in dimension {k}, "
                                       f"--input-shape gives {g}")
-        return TensorType(DType.f32, tuple(given))
+        return TensorType(dtype, tuple(given))
     if gi.dims is None:
         raise OnnxImportError(f"{filename}: input '{gi.name}' has no shape; give it with "
                               f"--input-shape {gi.name}=1x3x32x32 (for example)")
@@ -210,7 +223,7 @@ def _input_type(filename: str, gi: GraphInput, given: list | None) -> TensorType
             raise OnnxImportError(f"{filename}: input '{gi.name}' has a dynamic dimension {k} "
                                   f"({d or 'unnamed'}) in shape {shown}; give its size with "
                                   f"--input-shape {gi.name}=... (e.g. N{'x' + 'x'.join(['32'] * (len(gi.dims) - 1))})")
-    return TensorType(DType.f32, tuple(dims))
+    return TensorType(dtype, tuple(dims))
 
 
 # --- generic constant folding -----------------------------------------------------------------

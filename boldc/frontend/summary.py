@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from boldc.ir.core import Module, Param
 from boldc.ops.registry import lookup
-from boldc.ops.traits import Boolean, Layer
+from boldc.ops.traits import Boolean, Layer, Mixed
 
 
 def tensor_bytes(p: Param) -> int:
@@ -106,5 +106,7 @@ def render(before: Module, after: Module, console) -> None:
     size_b = sum(t_before[k][1] for k in t_before)
     size_a = sum(t_after[k][1] for k in t_after)
     boolean_layers = sum(1 for r in rows if lookup(r.op).has(Boolean))
-    console.print(f"{boolean_layers} of {len(rows)} arithmetic layers are Boolean; weights "
+    mixed_layers = sum(1 for r in rows if lookup(r.op).has(Mixed))
+    mixed = f" and {mixed_layers} mixed (real inputs, Boolean weights)" if mixed_layers else ""
+    console.print(f"{boolean_layers} of {len(rows)} arithmetic layers are Boolean{mixed}; weights "
                   f"{human_bytes(size_b)} -> {human_bytes(size_a)} ({size_b / max(size_a, 1):.1f}x smaller)")

@@ -3,7 +3,7 @@
 Shape arithmetic (Shape -> Gather -> Unsqueeze -> Concat -> Reshape, as exporters
 write ``x.view(x.size(0), -1)``) is folded at import time; the batch size read by
 ``Shape`` stays the symbol ``N``, so the resulting ``reshape`` keeps the batch
-symbolic. Elementwise Add/Sub/Mul/Div/Sum map onto ``add`` and ``mul``.
+symbolic. Elementwise Add/Sub/Mul/Div/Sum map onto ``add``, ``sub``, ``mul`` and ``div``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import numpy as np
 from boldc.frontend.graph import Node, f32_attr
 from boldc.frontend.importer import Importer, folds, handles
 from boldc.ir.core import Value
+from boldc.ir.types import DType
 
 # ONNX TensorProto element types that are integers (Cast of a shape keeps its symbols).
 _INT_TYPES = {2, 3, 4, 5, 6, 7, 12, 13}
+_WIDE_INT_TYPES = {6, 7}  # int32, int64: hold every i32 value
 _FLOAT = 1
+_BOOL = 9
 
 
 def _axes(imp: Importer, node: Node, input_index: int) -> list[int] | None:
@@ -180,9 +183,24 @@ def identity(imp: Importer, node: Node) -> list:
 
 @handles("Cast")
 def cast(imp: Importer, node: Node) -> list:
-    if int(node.attr("to")) != _FLOAT:
-        raise imp.error(node, "only casts to float32 of float tensors are supported")
-    return [imp.value(node, 0)]
+    """Casts that keep values: float to float32, integers (i32) to int32 / int64 or to
+    float32, bool to float32 or to int32 / int64 (0 or 1, ONNX's meaning, not the IR cast's
+    ±1) or bool. A cast to a narrower or unsigned integer type (which wraps in ONNX) is refused."""
+    x, to = imp.value(node, 0), int(node.attr("to"))
+    dt = x.type.dtype
+    if to == _FLOAT and dt.is_float or to in _WIDE_INT_TYPES and dt.is_int or to == _BOOL and dt.is_bool:
+        return [x]
+    if to == _FLOAT and dt.is_int:
+        return [imp.emit(node, "cast", [x], {"to": "f32"})]
+    if (to == _FLOAT or to in _WIDE_INT_TYPES) and dt.is_bool:
+        if to == _FLOAT:
+            one, zero = (imp.param(np.array(v, np.float32), f"const_{v:g}", key=("const", v)) for v in (1.0, 0.0))
+        else:
+            one, zero = (imp.param(np.array(v, np.int32), f"const_{v}_i32", key=("const", v, "i32"), dtype=DType.i32)
+                         for v in (1, 0))
+        return [imp.emit(node, "where", [x, one, zero])]
+    raise imp.error(node, f"a cast of {x.type} to ONNX type {to} is not supported (only casts that keep the values "
+                          "of floats, integers or bools)")
 
 
 @handles("Reshape")
@@ -330,17 +348,13 @@ def _fuse_bias(imp: Importer, node: Node, i: int) -> Value | None:
 
 @handles("Sub")
 def sub(imp: Importer, node: Node) -> list:
-    """a - b = a + (-b): a constant b is negated at import, a computed b is multiplied by -1."""
+    """a - c = a + (-c) for a constant c (negated at import, so that it may become a bias);
+    a - b for a computed b -> sub."""
     a, b = imp.get(node, 0), imp.get(node, 1)
     if not isinstance(b, Value):
         neg = imp.param(-imp.float_array(node, b), b.name + ".neg", key=(b.name, "neg"))
         return [imp.emit(node, "add", [a, neg])]
-    minus_b = imp.emit(node, "mul", [b, _minus_one(imp)])
-    return [imp.emit(node, "add", [imp.value(node, 0), minus_b])]
-
-
-def _minus_one(imp: Importer):
-    return imp.param(np.array(-1.0, dtype=np.float32), "minus_one", key=("minus_one",))
+    return [imp.emit(node, "sub", [imp.value(node, 0), b])]
 
 
 @handles("Mul")
@@ -350,10 +364,14 @@ def mul(imp: Importer, node: Node) -> list:
 
 @handles("Div")
 def div(imp: Importer, node: Node) -> list:
-    """a / c with a constant c is a · (1/c); division by a computed tensor is not supported."""
+    """a / c with a constant c is a · (1/c); a / b with a computed b -> div."""
     b = imp.get(node, 1)
     if isinstance(b, Value):
-        raise imp.error(node, "division by a computed tensor is not supported (only by constants)")
+        a = imp.value(node, 0)
+        if not (a.type.dtype.is_float and b.type.dtype.is_float):
+            raise imp.error(node, f"division of {a.type} by {b.type}: only float tensors are divided "
+                                  "(ONNX's integer division truncates)")
+        return [imp.emit(node, "div", [a, b])]
     with np.errstate(divide="ignore"):
         inv = (np.float32(1) / imp.float_array(node, b)).astype(np.float32)
     return [imp.emit(node, "mul", [imp.value(node, 0), imp.param(inv, b.name + ".inv", key=(b.name, "inv"))])]

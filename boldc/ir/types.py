@@ -1,8 +1,9 @@
 """Element types and tensor types of the IR.
 
 A tensor type is an element type and a shape. A dimension is a non-negative int or
-a symbol (an identifier such as ``N``) that stands for a size bound at run time;
-in practice only the batch dimension is symbolic.
+a symbol (an identifier such as ``N``, the batch, or ``L``, a sequence length) that
+stands for a size bound at run time, in any position; a dimension is never a product of
+symbols (``passes/bind_dims.py`` gives symbols fixed sizes).
 
 Text form: ``f32[N, 64]``, ``b1[256, 256]``, ``i32[]`` (a scalar).
 """

@@ -1,4 +1,5 @@
-"""Float activations an imported ONNX model may use besides ``relu``, and ``log_softmax``.
+"""Float activations an imported ONNX model may use besides ``relu`` (``gelu`` among them),
+and ``log_softmax``.
 
 Each takes and returns f32 (same shape). The activations carry the trait
 ``Activation``: lowering to the Boolean domain replaces them by ``threshold`` on their
@@ -7,26 +8,19 @@ input (docs/method.md §5), so they remain only where a float region of the netw
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from boldc.ir.works import ARITH, per_element
-from boldc.ops.common import expect_dtype
+from boldc.ops.common import FloatUnary, exp_fixed, expect_dtype
+from boldc.ops.elementwise_ops import erfc64
 from boldc.ops.registry import Attr, OpDef, TypeCheck, register
 from boldc.ops.traits import Activation, Epilogue
 
 
-class _FloatUnary(OpDef):
-    """Shared type rule: one f32 operand, result of the same type."""
-
-    operands = ("x",)
-
-    def infer(self, types, attrs):
-        expect_dtype(types[0], "float", "input")
-        return [types[0]]
-
-
 @register
-class LeakyRelu(_FloatUnary):
+class LeakyRelu(FloatUnary):
     """y = x if x >= 0 else alpha · x."""
 
     name = "leaky_relu"
@@ -81,7 +75,7 @@ class PRelu(OpDef):
 
 
 @register
-class Clip(_FloatUnary):
+class Clip(FloatUnary):
     """y = min(max(x, min), max) (HardTanh is clip(-1, 1), ReLU6 is clip(0, 6))."""
 
     name = "clip"
@@ -102,7 +96,7 @@ class Clip(_FloatUnary):
 
 
 @register
-class Sigmoid(_FloatUnary):
+class Sigmoid(FloatUnary):
     """y = 1 / (1 + exp(-x))."""
 
     name = "sigmoid"
@@ -121,7 +115,7 @@ class Sigmoid(_FloatUnary):
 
 
 @register
-class Tanh(_FloatUnary):
+class Tanh(FloatUnary):
     """y = tanh(x)."""
 
     name = "tanh"
@@ -139,7 +133,7 @@ class Tanh(_FloatUnary):
 
 
 @register
-class LogSoftmax(_FloatUnary):
+class LogSoftmax(FloatUnary):
     """y = x - max - log Σ exp(x - max) along ``axis``."""
 
     name = "log_softmax"
@@ -163,3 +157,53 @@ class LogSoftmax(_FloatUnary):
         x = args[0].astype(np.float64)
         z = x - x.max(axis=attrs["axis"], keepdims=True)
         return [(z - np.log(np.exp(z).sum(axis=attrs["axis"], keepdims=True))).astype(np.float32)]
+
+
+# The constants of GELU, as float64 values every implementation writes with the same digits
+# (repr): the C backend and the torch engine compute the same double operations in the same
+# order as ``gelu_values`` and float_grad_ops.GeluGrad.
+SQRT1_2 = math.sqrt(0.5)  # 1/√2: the exact form's x/√2 is x · SQRT1_2
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_CUBIC = 0.044715
+GELU_CUBIC3 = 3.0 * GELU_CUBIC  # the derivative's 3·0.044715
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+GELU_FORMS = ("none", "tanh")
+
+
+def gelu_tanh_argument(x: np.ndarray) -> np.ndarray:
+    """u = √(2/π)·(x + 0.044715·(x·x·x)) of the tanh form, float64."""
+    return SQRT_2_OVER_PI * (x + GELU_CUBIC * (x * x * x))
+
+
+def gelu_values(x: np.ndarray, approximate: str) -> np.ndarray:
+    """GELU of float64 x in float64, written without the cancellation of 1 + erf or 1 + tanh
+    near -1 (for x far below 0, where the result is tiny but its relative error would be
+    large): 0.5·x·erfc(-(x·SQRT1_2)) ("none"; 1 + erf(z) = erfc(-z)), or
+    x / (1 + e^(-2u)) ("tanh"; 1 + tanh(u) = 2 / (1 + e^(-2u)), ``exp_fixed``)."""
+    if approximate == "tanh":
+        return x / (1.0 + exp_fixed(-2.0 * gelu_tanh_argument(x)))
+    return 0.5 * x * erfc64(-(x * SQRT1_2))
+
+
+@register
+class Gelu(FloatUnary):
+    """y = 0.5·x·(1 + erf(x/√2)) (``approximate`` = "none"), or the tanh form
+    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) ("tanh"); in double as ``gelu_values`` writes
+    them (the same functions without a cancellation), rounded once."""
+
+    name = "gelu"
+    attrs = (Attr("approximate", "str", "none", choices=GELU_FORMS, doc="the exact form or the tanh form"),)
+    traits = (Activation(),)
+
+    def cost(self, ctx):
+        """Exact form: a scaling, a negation, erfc and two multiplications (5 per element);
+        tanh form: x³ (2), a multiply-add (2), two scalings, exp, an addition and a division
+        (9 per element)."""
+        return per_element(ctx, ARITH.times(9 if ctx.attrs["approximate"] == "tanh" else 5))
+
+    def backward(self, ctx, op, dys):
+        x = op.operands[0]
+        return [ctx.op("gelu_grad", [dys[0], x], {"approximate": op.attrs["approximate"]}, grad_of=x)]
+
+    def evaluate(self, args, attrs):
+        return [gelu_values(args[0].astype(np.float64), attrs["approximate"]).astype(np.float32)]

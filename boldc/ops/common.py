@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from boldc.ir.types import Dim, DType, TensorType, size_product
-from boldc.ops.registry import Attr, TypeCheck
+from boldc.ops.registry import Attr, OpDef, TypeCheck
 
 # Attribute specs shared by the convolution and pooling ops.
 STRIDE = Attr("stride", "ints", [1, 1], length=2, doc="[sh, sw]")
@@ -39,6 +39,17 @@ def expect_dtype(t: TensorType, allowed, what: str) -> None:
     if not ok:
         names = " or ".join(sorted({"float": "f32", "int": "an integer type", "bool": "b1"}[k] for k in kinds))
         raise TypeCheck(f"{what} must be {names}, got {t}")
+
+
+class FloatUnary(OpDef):
+    """Shared type rule of the one-operand float functions (activations, exp, erf): an f32
+    operand x, a result of the same type."""
+
+    operands = ("x",)
+
+    def infer(self, types, attrs):
+        expect_dtype(types[0], "float", "input")
+        return [types[0]]
 
 
 def expect_static(d: Dim, what: str) -> int:

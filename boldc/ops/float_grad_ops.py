@@ -1,15 +1,19 @@
-"""Gradient ops of the float ops: activations, pooling and BatchNorm
-(docs/training.md, "Float ops"), with the conventions of grad_ops.py: every signal is
-f32 shaped like the value it is the gradient of, sums are accumulated in float64 and
-rounded once to f32 (the reference value), b1 operands are read as +-1.
+"""Gradient ops of the float ops: activations (GELU and erf among them), pooling and
+BatchNorm (docs/training.md, "Float ops"; the second operands' of ``sub`` and ``div`` are in
+elementwise_ops.py), with the conventions of grad_ops.py: every signal is f32 shaped like the value it is the gradient
+of, sums are accumulated in float64 and rounded once to f32 (the reference value), b1
+operands are read as +-1.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from boldc.ir.types import DType, TensorType
 from boldc.ir.works import ARITH, BACKWARD, BIT, LOGIC, Ops, Work, add_op, stream, window_ops
+from boldc.ops.activation_ops import GELU_CUBIC3, GELU_FORMS, INV_SQRT_2PI, SQRT1_2, SQRT_2_OVER_PI, gelu_tanh_argument
 from boldc.ops.common import (
     CEIL_MODE,
     DILATION,
@@ -17,11 +21,14 @@ from boldc.ops.common import (
     PAD,
     STRIDE,
     count_inside,
+    exp_fixed,
     expect_rank,
     pad_nchw,
+    tanh_derivative,
     window_out_hw,
     windows,
 )
+from boldc.ops.elementwise_ops import erfc64
 from boldc.ops.grad_ops import INPUT_HW, GradOp, as_f32, as_f64, expect_same_shape, expect_signal
 from boldc.ops.registry import Attr, TypeCheck, register
 from boldc.ops.shape_ops import SumTo
@@ -191,6 +198,47 @@ class LogSoftmaxGrad(_SameShapeGrad):
     def evaluate(self, args, attrs):
         dy, y = as_f64(args[0]), as_f64(args[1])
         return [as_f32(dy - np.exp(y) * dy.sum(axis=attrs["axis"], keepdims=True))]
+
+
+TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)  # erf's derivative at 0
+
+
+@register
+class ErfGrad(_UnaryGrad):
+    """dx = dy · (2/√π) · e^(-x²) (e^ by ``exp_fixed``)."""
+
+    name = "erf_grad"
+
+    def cost(self, ctx):
+        """A square, a negation, an exponential and two multiplications per element."""
+        return signal_stream(ctx, ARITH.times(5))
+
+    def derivative(self, x, attrs):
+        return TWO_OVER_SQRT_PI * exp_fixed(-(x * x))
+
+
+@register
+class GeluGrad(_UnaryGrad):
+    """dx = dy · gelu'(x), in double: for "none", 0.5·(1 + erf(x/√2)) + x·e^(-x²/2)/√(2π); for
+    "tanh", with u = √(2/π)·(x + 0.044715·x³), 0.5·(1 + tanh u) + 0.5·x·(1 - tanh² u)·√(2/π)·
+    (1 + 3·0.044715·x²). Written as GELU's values are (``activation_ops.gelu_values``):
+    0.5·erfc(-(x·SQRT1_2)) for the first term, 1/(1 + e^(-2u)) and ``tanh_derivative(u)`` for
+    the tanh form; every exp is ``exp_fixed`` (the C runtime's bd_exp: the same bits)."""
+
+    name = "gelu_grad"
+    attrs = (Attr("approximate", "str", "none", choices=GELU_FORMS),)
+
+    def cost(self, ctx):
+        """Exact form: erfc, exp and 8 arithmetic operations (10 per element); tanh form: two
+        exps and 14 arithmetic operations (16)."""
+        return signal_stream(ctx, ARITH.times(16 if ctx.attrs["approximate"] == "tanh" else 10))
+
+    def derivative(self, x, attrs):
+        if attrs["approximate"] == "tanh":
+            u = gelu_tanh_argument(x)
+            return 1.0 / (1.0 + exp_fixed(-2.0 * u)) + 0.5 * x * tanh_derivative(u) * (
+                SQRT_2_OVER_PI * (1.0 + GELU_CUBIC3 * (x * x)))
+        return 0.5 * erfc64(-(x * SQRT1_2)) + x * (exp_fixed(-0.5 * (x * x)) * INV_SQRT_2PI)
 
 
 # --- pooling --------------------------------------------------------------------------------

@@ -341,13 +341,31 @@ def add_dtype(a: DType, b: DType) -> DType:
     return promote_int_sum(ia, ib)
 
 
+class AddTyped(OpDef):
+    """Shared by ``add`` and ``sub``: y = combine(a, b) with numpy broadcasting, of the element
+    type ``add_dtype`` gives; computed in float64 (an f32 result, rounded once) or int64 (an
+    exact integer one), b1 operands entering as e(b) = +-1."""
+
+    operands = ("a", "b")
+    combine = staticmethod(np.add)
+
+    def infer(self, types, attrs):
+        a, b = types
+        return [TensorType(add_dtype(a.dtype, b.dtype), _broadcast(a, b))]
+
+    def evaluate(self, args, attrs):
+        a, b = args
+        out = add_dtype(dtype_of_numpy(a), dtype_of_numpy(b))
+        wide = np.float64 if out.is_float else np.int64
+        return [self.combine(_as_number(a, wide), _as_number(b, wide)).astype(out.numpy)]
+
+
 @register
-class Add(OpDef):
+class Add(AddTyped):
     """y = a + b with numpy broadcasting; b1 operands enter as e(b) = +-1, integer
     sums are exact (result one integer step wider, see ``add_dtype``)."""
 
     name = "add"
-    operands = ("a", "b")
     traits = (Epilogue(chain=("a", "b")),)
     def cost(self, ctx):
         """One addition per element (in a backward pass: the sum of two gradients)."""
@@ -364,17 +382,6 @@ class Add(OpDef):
         fans = [1 if o.type.dtype.is_bool else fan_in_of(o) for o in op.operands]
         known = [f for f in fans if f is not None]
         return sum(known) if known else None
-
-    def infer(self, types, attrs):
-        a, b = types
-        return [TensorType(add_dtype(a.dtype, b.dtype), _broadcast(a, b))]
-
-    def evaluate(self, args, attrs):
-        a, b = args
-        out = add_dtype(dtype_of_numpy(a), dtype_of_numpy(b))
-        wide = np.float64 if out.is_float else np.int64
-        res = _as_number(a, wide) + _as_number(b, wide)
-        return [res.astype(out.numpy)]
 
 
 def _as_number(arr: np.ndarray, dtype) -> np.ndarray:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from boldc.errors import BoldcError
 from boldc.ir.types import DType, TensorType, dtype_of_numpy, size_product
 from boldc.ir.works import BACKWARD, NO_OPS, add_op, copy, per_element, stream, view
 from boldc.ops.common import expect_dtype, expect_static, single_dim
@@ -32,6 +33,9 @@ class Transpose(OpDef):
         perm = op.attrs["perm"]
         inverse = sorted(range(len(perm)), key=perm.__getitem__)
         return [ctx.op("transpose", [dys[0]], {"perm": inverse}, grad_of=op.operands[0])]
+
+    def fan_in(self, op, fan_in_of):
+        return fan_in_of(op.operands[0])  # the same values, in another order
 
     def infer(self, types, attrs):
         x, perm = types[0], attrs["perm"]
@@ -316,26 +320,46 @@ class SumTo(GradOp):
 
 
 @register
-class SliceAxis(GradOp):
-    """y = x[..., start:stop, ...] along ``axis`` (the gradient of concat for one input)."""
+class SliceAxis(OpDef):
+    """y = x[..., start:stop, ...] along ``axis``: the gradient of concat for one input and of
+    pad, and a forward op too (ONNX Slice, Split, Gather at constant indices: ``x[:, 0]``).
+
+    The sliced dimension may be symbolic (a sequence length ``L``): the result's size
+    stop - start is static, and the interpreter checks stop <= the bound size."""
 
     name = "slice_axis"
     operands = ("x",)
     attrs = (Attr("axis", "int"), Attr("start", "int"), Attr("stop", "int"))
-    traits = (Gradient(),)
 
     def cost(self, ctx):
         """A copy of the kept elements."""
         x, y = ctx.operands[0], ctx.results[0]
-        return [copy(x.with_shape(y.shape), y, "signal", BACKWARD)]
+        return [copy(x.with_shape(y.shape), y, ctx.label, ctx.phase)]
+
+    def backward(self, ctx, op, dys):
+        """dx = dy put back at [start, stop) with zeros around it (pad; a symbolic sliced
+        dimension cannot be padded, so training needs it bound)."""
+        x = op.operands[0]
+        axis = op.attrs["axis"] % x.type.rank
+        size = x.type.shape[axis]
+        if isinstance(size, str):
+            raise BoldcError(f"slice_axis %{op.results[0].name}: training through a slice of the symbolic dimension "
+                             f"{size} of {x.type} needs a fixed {size}: bind it (boldc.compile(..., dims={{'{size}': "
+                             f"SIZE}}), the pass bind-dims) or convert with --input-shape giving it a size")
+        pads = [0] * (2 * x.type.rank)
+        pads[axis], pads[axis + x.type.rank] = op.attrs["start"], size - op.attrs["stop"]
+        return [ctx.op("pad", [dys[0]], {"pads": pads, "value": 0.0}, grad_of=x)]
 
     def infer(self, types, attrs):
         x = types[0]
         axis = attrs["axis"] % x.rank if -x.rank <= attrs["axis"] < x.rank else None
         if axis is None:
             raise TypeCheck(f"axis {attrs['axis']} out of range for {x}")
-        size = expect_static(x.shape[axis], "sliced dimension")
-        if not 0 <= attrs["start"] < attrs["stop"] <= size:
+        size = x.shape[axis]
+        in_range = 0 <= attrs["start"] < attrs["stop"]
+        if isinstance(size, int):
+            in_range = in_range and attrs["stop"] <= size  # a symbolic size is checked once bound
+        if not in_range:
             raise TypeCheck(f"slice [{attrs['start']}, {attrs['stop']}) out of range for size {size}")
         shape = list(x.shape)
         shape[axis] = attrs["stop"] - attrs["start"]
@@ -343,6 +367,9 @@ class SliceAxis(GradOp):
 
     def evaluate(self, args, attrs):
         x = args[0]
+        if attrs["stop"] > x.shape[attrs["axis"]]:
+            raise BoldcError(f"slice_axis [{attrs['start']}, {attrs['stop']}) is out of range for an axis of size "
+                             f"{x.shape[attrs['axis']]}")
         index = [slice(None)] * x.ndim
         index[attrs["axis"]] = slice(attrs["start"], attrs["stop"])
         return [np.ascontiguousarray(x[tuple(index)])]

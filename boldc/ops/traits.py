@@ -89,6 +89,15 @@ class Activation(Trait):
 
 
 @dataclass(frozen=True)
+class RealFeatures(Trait):
+    """Computes real-valued features with no Boolean form (LayerNorm, a product of two computed
+    tensors, an embedding lookup): it always stays float. A converted layer whose input comes
+    from one (looking back through ops that are neither layers nor activations) becomes a
+    mixed neuron (its ``MixedCounterpart``: real input, b1 weights), unless lowering binarizes
+    activations; a converted layer whose output reaches one gets a per-output scale."""
+
+
+@dataclass(frozen=True)
 class Binarize(Trait):
     """The threshold activation: x (integer or f32) -> b1, T iff x >= τ. Exactly one op
     declares it; lowering inserts it before every Boolean layer whose input is not b1.

@@ -6,6 +6,7 @@ which ``import boldc`` does."""
 
 from boldc.passes import (  # noqa: F401  (registration)
     autodiff,
+    bind_dims,
     dce,
     fold_bn,
     fuse_epilogues,

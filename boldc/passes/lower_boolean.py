@@ -19,6 +19,15 @@
   transposed convolution, which is never Boolean and is not among the layers counted by
   ``float-layers``). Activations wholly inside a float part (for example after the last
   float layer) stay.
+- Transformers (ops with the trait ``RealFeatures``: LayerNorm, the attention products,
+  embeddings): a converted layer whose input comes from such an op (looking back through
+  ops that are neither layers nor activations) reads real features; it becomes its
+  ``MixedCounterpart`` (linear -> mlinear: real input, b1 weights), or with
+  ``binarize-activations`` reads a threshold of them and becomes Boolean. ``first`` in
+  ``float-layers`` does not keep such a layer float (it reads its real input as it is). A
+  converted layer whose output reaches such an op (looking forward the same way: Q, K, V, the
+  attention output and the second feed-forward layer) gets a per-output scale
+  α_j = mean_i |W[j, i]| (``layer-scale``), so that its values keep the float layer's scale.
 - Other ops with a ``BooleanCounterpart`` (maxpool2d -> bmaxpool2d, the OR-pool) take
   it when their input has become b1. An op that refuses its new b1 or integer
   operands gets them cast to f32 (b1 as e(b) = ±1).
@@ -37,7 +46,17 @@ from boldc.ir.core import Module, Op, Param, Value
 from boldc.ir.rewriter import Rewriter
 from boldc.ir.types import DType, TensorType
 from boldc.ops.registry import TypeCheck, lookup, the_op_with
-from boldc.ops.traits import Activation, Binarize, BooleanCounterpart, Cast, FloatOnlyLayer, Layer, Normalization
+from boldc.ops.traits import (
+    Activation,
+    Binarize,
+    BooleanCounterpart,
+    Cast,
+    FloatOnlyLayer,
+    Layer,
+    MixedCounterpart,
+    Normalization,
+    RealFeatures,
+)
 from boldc.passes.dce import DeadCodeElimination
 from boldc.passes.manager import NeedsFunction, Option, Pass, register_pass
 
@@ -60,9 +79,11 @@ def layer_name(op: Op) -> str:
     return op.results[0].name
 
 
-def select_float_layers(layers: list[Op], selectors: list) -> set[int]:
+def select_float_layers(layers: list[Op], selectors: list, real_input: frozenset[int] = frozenset()) -> set[int]:
     """Indices of the layers kept float. Selectors: ``first``, ``last``, ``none``, ``all``,
-    an index into the arithmetic layers (negative from the end) or a layer name."""
+    an index into the arithmetic layers (negative from the end) or a layer name. ``first``
+    selects nothing when the first layer is in ``real_input`` (it reads real features and
+    becomes mixed, reading them as they are)."""
     keep: set[int] = set()
     names = [layer_name(op) for op in layers]
     for raw in selectors:
@@ -72,7 +93,7 @@ def select_float_layers(layers: list[Op], selectors: list) -> set[int]:
         if s == "all":
             keep.update(range(len(layers)))
         elif s in ("first", "last"):
-            if layers:
+            if layers and not (s == "first" and 0 in real_input):
                 keep.add(0 if s == "first" else len(layers) - 1)
         elif s.lstrip("-").isdigit():
             i = int(s)
@@ -100,6 +121,15 @@ def is_layer_or_activation(op: Op) -> bool:
     """A layer (float-only ones too) or an activation: where a normalization's neighbourhood ends."""
     opdef = lookup(op.name)
     return opdef.has(Layer) or opdef.has(FloatOnlyLayer) or opdef.has(Activation)
+
+
+def near_real_features(rw: Rewriter, start: Value, forward: bool) -> bool:
+    """Whether an op with ``RealFeatures`` is reached from ``start`` through ops that are
+    neither layers, activations nor such ops (readers when ``forward``, else producers)."""
+    def real(op: Op) -> bool:
+        return lookup(op.name).has(RealFeatures)
+
+    return any(real(op) for op in reached(rw, start, forward, lambda op: is_layer_or_activation(op) or real(op)))
 
 
 def reached(rw: Rewriter, start: Value, forward: bool, stops) -> list[Op]:
@@ -130,6 +160,10 @@ class LowerBoolean(Pass):
                                                          "indices or layer names"),
         "init": Option(str, "sign", "initial Boolean weights: sign (w >= 0 -> T) | random"),
         "seed": Option(int, 0, "seed of init=random"),
+        "binarize-activations": Option(bool, False, "threshold the real input of layers that read real features "
+                                                    "(LayerNorm, attention) so that they are Boolean, not mixed"),
+        "layer-scale": Option(bool, True, "a per-output scale mean|W_j| after each converted layer whose output "
+                                          "reaches real features (transformers)"),
     }
     requires = (NeedsFunction("forward"),)
 
@@ -151,8 +185,12 @@ class LowerBoolean(Pass):
         fn = module.function("forward")
         rw = Rewriter(fn)
         layers = arithmetic_layers(module)
-        kept = select_float_layers(layers, o["float-layers"])
+        real_in = frozenset(i for i, op in enumerate(layers) if near_real_features(rw, op.operands[0], False))
+        kept = select_float_layers(layers, o["float-layers"], real_in)
         converted = {op for i, op in enumerate(layers) if i not in kept and lookup(op.name).has(BooleanCounterpart)}
+        self._mixed = set() if o["binarize-activations"] else \
+            {layers[i] for i in real_in if layers[i] in converted and lookup(layers[i].name).has(MixedCounterpart)}
+        self._scaled = {op for op in converted if o["layer-scale"] and near_real_features(rw, op.results[0], True)}
         thresholds = {op for op in fn.ops if self._becomes_threshold(rw, op, converted)}
         self._removed = {op for op in fn.ops if self._removed_normalization(rw, op, converted, thresholds)}
         # Params that stay in use by ops this pass does not turn Boolean keep their name.
@@ -204,16 +242,53 @@ class LowerBoolean(Pass):
         return bool(before & converted) and bool(after & thresholds)
 
     def _boolean_layer(self, rw: Rewriter, op: Op) -> None:
-        counterpart = lookup(lookup(op.name).trait(BooleanCounterpart).op)
+        """The layer with b1 weights: Boolean on bits (a threshold inserted where its input is
+        not b1), or mixed on its real input; then its per-output scale where it has one."""
         x = op.operands[0]
-        if not x.type.dtype.is_bool:
+        mixed = op in self._mixed and not x.type.dtype.is_bool
+        trait = MixedCounterpart if mixed else BooleanCounterpart
+        counterpart = lookup(lookup(op.name).trait(trait).op)
+        if not mixed and not x.type.dtype.is_bool:
             x = rw.op(self._binarize, [x], hint=f"{x.name}.bits", before=op)
-        operands = [x, self._bits_of(op.operands[1], through_logic=True)]
+        w = op.operands[1]
+        scale = self._scale_of(op) if op in self._scaled else None
+        operands = [x, self._bits_of(w, through_logic=True)]
         if len(op.operands) > 2:
-            operands.append(self._bits_of(op.operands[2], through_logic=False))
+            b = op.operands[2]
+            if mixed:  # a real bias, inside the scale: alpha · (b / alpha + s) = b + alpha · s
+                data = b.data if scale is None else (b.data / scale.data.reshape(-1)).astype(np.float32)
+                operands.append(self._float_param(f"{b.name}.mixed" if scale is not None else b.name, data, b))
+            else:
+                operands.append(self._bits_of(b, through_logic=False))
         attrs = {k: v for k, v in op.attrs.items() if counterpart.attr_spec(k) is not None}
         attrs["logic"] = self.opts["logic"]
-        rw.replace_op(op, counterpart.name, operands, attrs)
+        at = rw.fn.ops.index(op) + 1
+        after = rw.fn.ops[at] if at < len(rw.fn.ops) else None
+        y = rw.replace_op(op, counterpart.name, operands, attrs)
+        if scale is not None:
+            scaled = rw.op("mul", [y, scale], hint=f"{y.name}.scaled", before=after)
+            mul = rw.producer(scaled)
+            rw.replace_all_uses(y, scaled, where=lambda user: user is not mul)
+            rw.fn.returns = [scaled if v is y else v for v in rw.fn.returns]
+
+    def _scale_of(self, op: Op) -> Param:
+        """alpha_j = mean_i |W[j, i]| (0 -> 1): the ±1 weights' least-squares scale of the float
+        weights, f32 [n] (linear) or [n, 1, 1] (conv, on the channel axis), trainable."""
+        w = op.operands[1]
+        if not isinstance(w, Param) or w.data is None:
+            raise BoldcError(f"cannot scale {op.describe()}: its weights are not a param with data")
+        alpha = np.abs(w.data.astype(np.float64)).reshape(w.data.shape[0], -1).mean(axis=1)
+        alpha = np.where(alpha > 0, alpha, 1.0).astype(np.float32)
+        if lookup(op.name).trait(Layer).kind == "conv":
+            alpha = alpha.reshape(-1, 1, 1)
+        return self._float_param(f"{w.name}.scale", alpha, w)
+
+    def _float_param(self, name: str, data: np.ndarray, like: Param) -> Param:
+        if name == like.name and data is like.data:
+            return like
+        p = Param(name, TensorType(DType.f32, data.shape), data)
+        self._module.params[name] = p
+        return p
 
     def _bits_of(self, w: Value, through_logic: bool) -> Param:
         """The b1 param replacing float weights (or bias) ``w``."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from boldc.errors import BoldcError, InterpretError
-from boldc.interp import resolve_attrs
+from boldc.interp import check_input, resolve_attrs
 from boldc.ir.core import Module, Op, Param, Value
 from boldc.ops.registry import lookup
 from boldc.torch.plan import Plan, training_program
@@ -287,9 +287,15 @@ class BooleanNet(nn.Module):
         if isinstance(x, np.ndarray):
             if t.dtype.is_bool and x.dtype != np.bool_:
                 raise InterpretError(f"{what} is b1 and needs a bool array, got {x.dtype}")
+            if t.dtype.is_int:  # token ids and the like: the interpreter's rule (range, dtype)
+                x = check_input(self.ir.function("forward"), arg, x, bindings)
             return to_tensor(x, t.dtype, self.device)
         if t.dtype.is_bool and x.dtype == torch.bool:
             return (x.to(self.device, CARRIER) * 2.0 - 1.0)
+        if t.dtype.is_int:
+            if x.dtype.is_floating_point or x.dtype == torch.bool:
+                raise InterpretError(f"{what} is {t.dtype} and needs an integer tensor, got {x.dtype}")
+            check_input(self.ir.function("forward"), arg, x.detach().cpu().numpy(), bindings)
         return x.to(self.device, CARRIER)
 
     def infer(self, *inputs) -> np.ndarray | tuple:

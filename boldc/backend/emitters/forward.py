@@ -69,15 +69,25 @@ def exp(cop):
     return kernels.elementwise(cop, lambda x: f"exp((double){x})")
 
 
-@emits("add")
-def add(cop):
-    wide = kernels.wide_ctype(cop.out.dtype)  # exact integer sum, or one f32 rounding of the double sum
-    return kernels.elementwise(cop, lambda a, b: f"(({wide}){a} + ({wide}){b})")
+def wide_arith(symbol: str):
+    """The emitter of ``a symbol b`` with ``add``'s element types: both operands cast to the
+    result's wide type (an exact integer result, or one f32 rounding of the double one)."""
+
+    def emit(cop):
+        wide = kernels.wide_ctype(cop.out.dtype)
+        return kernels.elementwise(cop, lambda a, b: f"(({wide}){a} {symbol} ({wide}){b})")
+
+    return emit
 
 
-@emits("mul")
-def mul(cop):
-    return kernels.elementwise(cop, lambda a, b: f"((float){a} * (float){b})")  # f32 product, as numpy
+def f32_arith(symbol: str):
+    """The emitter of ``a symbol b`` in f32, both operands cast to float (as numpy computes
+    ``mul`` and ``div``)."""
+    return lambda cop: kernels.elementwise(cop, lambda a, b: f"((float){a} {symbol} (float){b})")
+
+
+emits("add")(wide_arith("+"))
+emits("mul")(f32_arith("*"))
 
 
 @emits("softmax")

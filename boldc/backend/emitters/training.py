@@ -49,11 +49,17 @@ def channel_sum(cop):
     return grad_kernels.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", lambda idx: [idx[axis]])
 
 
-@emits("sum_to")
-def sum_to(cop):
+def summed_to_output(cop, term):
+    """Σ of ``term(dy value)`` (a double C expression) over the axes along which the output's
+    shape was broadcast to dy's: ``sum_to`` and its negation ``sub_grad_b``."""
     dy = cop.ins[0]
     into = grad_kernels.broadcast_index(dy, cop.out.shape)
-    return grad_kernels.reduce_into(cop, dy, lambda idx: f"(double){dy.load(idx)}", into)
+    return grad_kernels.reduce_into(cop, dy, lambda idx: term(dy.load(idx)), into)
+
+
+@emits("sum_to")
+def sum_to(cop):
+    return summed_to_output(cop, lambda v: f"(double){v}")
 
 
 # --- float grad ops ---------------------------------------------------------------
