@@ -79,7 +79,6 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     max_batch = 32 if max_batch is None else max_batch
     for f in functions:
         module.function(f)  # a clear error if there is none
-    _check_symbols(module, functions)
     if fuse and not trace:
         from boldc.passes.fuse_epilogues import FuseEpilogues
 
@@ -91,15 +90,6 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
     flags = c_flags(isa, popcount, openmp=threads > 1)
     ext = build_extension(name, program.model_c, program.model_h, program.cdef, flags, cache_dir)
     return CompiledModel(program, ext, module, flags, options)
-
-
-def _check_symbols(module: Module, functions) -> None:
-    """Only the batch stays symbolic in C: a one-line error naming any other symbol."""
-    from boldc.passes.bind_dims import unbound, unbound_message
-
-    for fn, symbols in unbound(module, functions).items():
-        raise BoldcError(unbound_message(fn, symbols, "the C backend takes only the batch N as a run-time size",
-                                         "boldc compile --dim", "boldc.compile"))
 
 
 def default_threads() -> int:

@@ -162,8 +162,7 @@ def _batch_symbol(fn: Function) -> str | None:
     batch = batch_symbol(symbols, fn)
     rest = sorted(symbols - {batch})
     if rest:
-        raise EmitError(unbound_message(fn.name, rest, "the C backend takes only the batch N as a run-time size "
-                                        "and needs the others fixed at compile time",
+        raise EmitError(unbound_message(fn.name, rest, "the C backend takes only the batch N as a run-time size",
                                         "boldc compile --dim", "boldc.compile"))
     for a in fn.args:
         if any(isinstance(d, str) for d in a.type.shape[1:]):
