@@ -4,6 +4,7 @@ architecture, same batch, side by side in one run.
 
     python bench/bench_train.py [--models digits_mlp digits_cnn vgg_small] [--batch 64]
                                 [--threads 1 2] [--repeat 10] [--signal-bits 16 f32]
+                                [--accumulator f32|i16]
 
 Models (examples/torch_models.py): the digits MLP 64-128-128-128-10 and CNN
 (conv 32-64-64), and VGG-Small (3x32x32), each with BatchNorm and ReLU in PyTorch.
@@ -100,7 +101,8 @@ def torch_step(model, opt, x, y) -> float:
     return float(loss)
 
 
-def bench(name: str, batch: int, threads: int, repeat: int, tmp: Path, signal_bits: str = "16") -> dict:
+def bench(name: str, batch: int, threads: int, repeat: int, tmp: Path, signal_bits: str = "16",
+          accumulator: str = "f32") -> dict:
     cls, shape = MODELS[name]
     torch.manual_seed(0)
     model = cls()
@@ -113,7 +115,8 @@ def bench(name: str, batch: int, threads: int, repeat: int, tmp: Path, signal_bi
         peer.train()
         opts[peer] = torch.optim.Adam(peer.parameters(), lr=1e-3)
     module = boldc.convert(path)
-    cm = boldc.compile(module, train=True, max_batch=batch, threads=threads, signal_bits=signal_bits)
+    cm = boldc.compile(module, train=True, max_batch=batch, threads=threads, signal_bits=signal_bits,
+                       accumulator=accumulator)
     cm.set_threads(threads)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -156,13 +159,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--signal-bits", nargs="+", default=["16"], choices=["16", "8", "4", "f32"],
                     help="backward signals of the Boolean layers (docs/training.md); several: side by side")
+    ap.add_argument("--accumulator", default="f32", choices=["f32", "i16"],
+                    help="storage of the Boolean optimizer's accumulators (docs/training.md)")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, boldc {boldc.__version__}; {machine_note()}; batch {args.batch}")
+    print(f"torch {torch.__version__}, boldc {boldc.__version__}; {machine_note()}; batch {args.batch}; "
+          f"accumulators {args.accumulator}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             for threads, bits in ((t, b) for t in args.threads for b in args.signal_bits):
-                rows.append(bench(name, args.batch, threads, args.repeat, Path(tmp), bits))
+                rows.append(bench(name, args.batch, threads, args.repeat, Path(tmp), bits, args.accumulator))
                 r = rows[-1]
                 mib, state = 2**20, r["boldc_state"]
                 print(f"{name:10s} {threads} thr, signals {bits:>3s}: step boldc {r['boldc_ms']:8.2f} ms, "

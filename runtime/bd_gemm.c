@@ -41,9 +41,21 @@ static inline float number_at(const void *x, int type, long run, long len, long 
     }
 }
 
+/* dst[j] = e(bit j of bits), +1 or -1 in type T, for j < 32: a function of its own with a restrict
+ * destination, so that the compiler vectorises it (inside the loop over the words it did not). */
+#define BD_SIGNS32(NAME, T)                                                       \
+    static inline void NAME(T *restrict dst, uint32_t bits)                       \
+    {                                                                             \
+        for (int j = 0; j < 32; ++j) dst[j] = (T)((int)((bits >> j) & 1u) * 2 - 1); \
+    }
+BD_SIGNS32(signs32_f32, float)
+BD_SIGNS32(signs32_i16, int16_t)
+BD_SIGNS32(signs32_i8, int8_t)
+#undef BD_SIGNS32
+
 /* dst[j] = e(bit k0 + j) of a b1 row, +1 or -1 in type T, for j < n: 32 bits at a time out
- * of the 64-bit words, then 2 * bit - 1 per element (a loop the compiler vectorises). */
-#define BD_E_BITS(T)                                                                           \
+ * of the 64-bit words. */
+#define BD_E_BITS(T, SIGNS32)                                                                  \
     do {                                                                                       \
         T *dst = (T *)d->p + at;                                                               \
         for (int j0 = 0; j0 < n; j0 += 32) {                                                   \
@@ -52,8 +64,8 @@ static inline float number_at(const void *x, int type, long run, long len, long 
             uint64_t w = row[k >> 6] >> sh;                                                    \
             if (sh > 32 && ((k + m - 1) >> 6) != (k >> 6)) w |= row[(k >> 6) + 1] << (64 - sh); \
             const uint32_t bits = (uint32_t)w;                                                 \
-            if (m == 32) /* a whole word: a loop of fixed length, vectorised without a tail */  \
-                for (int j = 0; j < 32; ++j) dst[j0 + j] = (T)((int)((bits >> j) & 1u) * 2 - 1); \
+            if (m == 32)                                                                       \
+                SIGNS32(dst + j0, bits);                                                       \
             else                                                                               \
                 for (int j = 0; j < m; ++j) dst[j0 + j] = (T)((int)((bits >> j) & 1u) * 2 - 1); \
         }                                                                                      \
@@ -61,9 +73,9 @@ static inline float number_at(const void *x, int type, long run, long len, long 
 
 static void panel_bits(const bd_panel *d, long at, const uint64_t *row, long k0, int n)
 {
-    if (d->kind == BD_PANEL_F32) BD_E_BITS(float);
-    else if (d->kind == BD_PANEL_I16) BD_E_BITS(int16_t);
-    else BD_E_BITS(int8_t); /* BD_PANEL_I8B: b1 operands are B values */
+    if (d->kind == BD_PANEL_F32) BD_E_BITS(float, signs32_f32);
+    else if (d->kind == BD_PANEL_I16) BD_E_BITS(int16_t, signs32_i16);
+    else BD_E_BITS(int8_t, signs32_i8); /* BD_PANEL_I8B: b1 operands are B values */
 }
 #undef BD_E_BITS
 
@@ -89,13 +101,19 @@ void bd_panel_run(const bd_panel *d, long at, const void *x, int type, long run,
 void bd_panel_fill(const bd_panel *d, long at, float value, int n)
 {
     const int v = (int)value;
-    for (long i = at; i < at + n; ++i) {
-        switch (d->kind) {
-        case BD_PANEL_F32: ((float *)d->p)[i] = value; break;
-        case BD_PANEL_I16: ((int16_t *)d->p)[i] = (int16_t)v; break;
-        case BD_PANEL_I8A: ((uint8_t *)d->p)[i] = (uint8_t)(v + 128); break;
-        default: ((int8_t *)d->p)[i] = (int8_t)v; break;
-        }
+    switch (d->kind) { /* one loop per kind (the compiler vectorises each) */
+    case BD_PANEL_F32:
+        for (long i = at; i < at + n; ++i) ((float *)d->p)[i] = value;
+        break;
+    case BD_PANEL_I16:
+        for (long i = at; i < at + n; ++i) ((int16_t *)d->p)[i] = (int16_t)v;
+        break;
+    case BD_PANEL_I8A:
+        memset((uint8_t *)d->p + at, (uint8_t)(v + 128), (size_t)n);
+        break;
+    default:
+        memset((int8_t *)d->p + at, (int8_t)v, (size_t)n);
+        break;
     }
 }
 
@@ -105,13 +123,21 @@ void bd_panel_fill(const bd_panel *d, long at, float value, int n)
     do {                                                                                      \
         const S *src = (const S *)x + k0 * ld + i0;                                           \
         T *dst = (T *)d->p;                                                                   \
-        for (int k = 0; k < kc; ++k) {                                                        \
-            T *o = dst + k * BD_MR;                                                           \
-            const S *s = src + k * ld;                                                        \
-            if (rows == BD_MR)                                                                \
-                for (int r = 0; r < BD_MR; ++r) o[r] = CONV(s[r]);                            \
-            else                                                                              \
-                for (int r = 0; r < rows; ++r) o[r] = CONV(s[r]);                             \
+        if (d->to_rows) { /* element (r, k) at r * rowlen + k: BD_MR rows written in step */ \
+            const long rl = d->rowlen;                                                        \
+            for (int k = 0; k < kc; ++k) {                                                    \
+                const S *s = src + k * ld;                                                    \
+                for (int r = 0; r < rows; ++r) dst[r * rl + k] = CONV(s[r]);                  \
+            }                                                                                 \
+        } else {                                                                              \
+            for (int k = 0; k < kc; ++k) {                                                    \
+                T *o = dst + k * BD_MR;                                                       \
+                const S *s = src + k * ld;                                                    \
+                if (rows == BD_MR)                                                            \
+                    for (int r = 0; r < BD_MR; ++r) o[r] = CONV(s[r]);                        \
+                else                                                                          \
+                    for (int r = 0; r < rows; ++r) o[r] = CONV(s[r]);                         \
+            }                                                                                 \
         }                                                                                     \
     } while (0)
 #define BD_AS_FLOAT(v) ((float)(v))
@@ -159,6 +185,42 @@ static void to_groups(unsigned char *panel, int elem, long kp, int width)
     }
 }
 
+/* The AMX forms of the integer panels (bd_isa.h, bd_isa_igemm_amx), in place from the plain values
+ * the packers write, through copies on the stack (at most 8 KB). The rows of A are lda = size * pk
+ * bytes apart, pk the planned k-block's values (p->kc rounded up to the group): the same in every
+ * panel, so two panels in a row are one tile of 2 * BD_MR rows. The k-major packers write those
+ * rows directly (bd_panel.to_rows). */
+
+/* A, i16: each row of int16 z (2 * pk bytes) to its two byte planes, hi = z >> 8 in the first pk
+ * bytes and lo = z & 255 in the next pk. */
+static void amx_planes(unsigned char *panel, long kp, long pk)
+{
+    for (int r = 0; r < BD_MR; ++r) {
+        unsigned char *row = panel + 2 * r * pk;
+        int16_t z[BD_KC_I16];
+        memcpy(z, row, sizeof(int16_t) * (size_t)kp);
+        for (long k = 0; k < kp; ++k) {
+            row[k] = (unsigned char)(uint8_t)(int8_t)(z[k] >> 8);
+            row[pk + k] = (unsigned char)(z[k] & 255);
+        }
+    }
+}
+
+/* B, i16: rows of int16 e (element (k, j) at k * BD_NR + j) to int8 groups of 4 (byte
+ * (k / 4 * BD_NR + j) * 4 + k % 4, zero past kp). Group q's bytes come before its rows'. */
+static void amx_b_groups(unsigned char *panel, long kp)
+{
+    for (long q = 0; q < (kp + 3) / 4; ++q) {
+        int16_t rows[4 * BD_NR] = {0};
+        int8_t out[4 * BD_NR];
+        const long n = kp - 4 * q < 4 ? kp - 4 * q : 4;
+        memcpy(rows, panel + 2 * 4 * BD_NR * q, sizeof(int16_t) * (size_t)(n * BD_NR));
+        for (int j = 0; j < BD_NR; ++j)
+            for (int t = 0; t < 4; ++t) out[4 * j + t] = (int8_t)rows[t * BD_NR + j];
+        memcpy(panel + 4 * BD_NR * q, out, sizeof out);
+    }
+}
+
 /* ---- plan ---------------------------------------------------------------------------------- */
 
 bd_gemm_plan bd_gemm_plan_of(long max_m, long max_n, long max_k, int elem)
@@ -167,6 +229,7 @@ bd_gemm_plan bd_gemm_plan_of(long max_m, long max_n, long max_k, int elem)
     const long kc_cap = elem == BD_ELEM_F32 ? BD_KC : (elem == BD_ELEM_I16 ? BD_KC_I16 : BD_KC_I8);
     const size_t size = elem == BD_ELEM_F32 ? 4 : (elem == BD_ELEM_I16 ? 2 : 1);
     p.g = elem == BD_ELEM_F32 ? 1 : (elem == BD_ELEM_I16 ? BD_IG16 : BD_IG8);
+    p.amx = elem != BD_ELEM_F32 && bd_isa_amx_ready();
     p.mc = lmin(elem == BD_ELEM_F32 ? BD_MC : BD_MC_INT, up(max_m > 0 ? max_m : 1, BD_MR));
     p.kc = lmin(kc_cap, max_k > 0 ? max_k : 1);
     p.nc = lmin(BD_NC, up(max_n > 0 ? max_n : 1, BD_NR));
@@ -188,11 +251,16 @@ size_t bd_gemm_plan_bytes(const bd_gemm_plan *p, int max_threads)
 static void pack_a_panel(const bd_gemm_call *c, const bd_gemm_plan *p, long i0, int rows, long k0, int kc,
                          unsigned char *dst)
 {
-    const long kp = up(kc, p->g);
-    const bd_panel d = {dst, c->elem, kp};
+    const long kp = up(kc, p->g), pk = up(p->kc, p->g);
+    /* AMX: rows pk apart, the k-major packers' too (to_rows) */
+    const bd_panel d = {dst, c->elem, p->amx ? pk : kp, p->amx};
     if (rows < BD_MR || kc < kp) memset(dst, 0, p->a_panel);
     c->pack_a(c->a, i0, rows, k0, kc, &d);
-    if (c->elem != BD_ELEM_F32 && !c->a_rows) to_groups(dst, c->elem, kp, BD_MR); /* row-major: pairs in place */
+    if (p->amx) {
+        if (c->elem == BD_ELEM_I16) amx_planes(dst, kp, pk);
+    } else if (c->elem != BD_ELEM_F32 && !c->a_rows) {
+        to_groups(dst, c->elem, kp, BD_MR); /* row-major: pairs in place */
+    }
 }
 
 /* The column sums of an int8 B panel of kp rows (still rows: a vectorised sum of rows), where
@@ -209,19 +277,27 @@ static void pack_b_panel(const bd_gemm_call *c, const bd_gemm_plan *p, long k0, 
                          unsigned char *dst)
 {
     const long kp = up(kc, p->g);
-    const bd_panel d = {dst, c->elem == BD_ELEM_I8 ? BD_PANEL_I8B : c->elem, 0};
+    const bd_panel d = {dst, c->elem == BD_ELEM_I8 ? BD_PANEL_I8B : c->elem, 0, 0};
     if (cols < BD_NR || kc < kp) memset(dst, 0, p->b_panel);
     c->pack_b(c->b, k0, kc, j0, cols, &d);
     if (c->elem == BD_ELEM_I8) b_sums((const int8_t *)dst, kp, (int32_t *)(dst + p->b_panel) - BD_NR);
-    if (c->elem != BD_ELEM_F32) to_groups(dst, c->elem, kp, BD_NR);
+    if (p->amx && c->elem == BD_ELEM_I16) amx_b_groups(dst, kp);
+    else if (c->elem != BD_ELEM_F32) to_groups(dst, c->elem, kp, BD_NR);
 }
 
-/* An integer tile of the elem's kernel into o (rows ldo apart). */
-static void int_tile(int elem, int kg, const unsigned char *Ap, long ars, long aks, const unsigned char *Bp,
-                     const int32_t *bsum, int32_t *o, long ldo, int rows, int cols, int add)
+/* An integer tile of the elem's kernel into o (rows ldo apart): BD_MR rows, or up to 2 * BD_MR
+ * (two panels) on AMX. */
+static void int_tile(const bd_gemm_plan *p, int elem, int kg, const unsigned char *Ap, long ars, long aks,
+                     const unsigned char *Bp, const int32_t *bsum, int32_t *o, long ldo, int rows, int cols, int add)
 {
-    if (elem == BD_ELEM_I16) bd_isa_igemm_i16(kg, Ap, ars, aks, Bp, o, ldo, rows, cols, add);
-    else bd_isa_igemm_i8(kg, Ap, ars, aks, Bp, bsum, o, ldo, rows, cols, add);
+    if (p->amx) {
+        const long lda = (elem == BD_ELEM_I16 ? 2 : 1) * up(p->kc, p->g);
+        bd_isa_igemm_amx(elem == BD_ELEM_I8, kg * p->g, lda, Ap, Bp, bsum, o, ldo, rows, cols, add);
+    } else if (elem == BD_ELEM_I16) {
+        bd_isa_igemm_i16(kg, Ap, ars, aks, Bp, o, ldo, rows, cols, add);
+    } else {
+        bd_isa_igemm_i8(kg, Ap, ars, aks, Bp, bsum, o, ldo, rows, cols, add);
+    }
 }
 
 /* The tile at rows i0.., columns j0.. of one k-block (add: onto the earlier blocks'). */
@@ -236,11 +312,11 @@ static void gemm_tile(const bd_gemm_call *c, const bd_gemm_plan *p, int kc, cons
     const int kg = (int)(up(kc, p->g) / p->g);
     const int32_t *bsum = (const int32_t *)(Bp + p->b_panel) - BD_NR; /* int8 panels only */
     if (c->mode == BD_ACC_I32) { /* the kernel adds into the result's bytes */
-        int_tile(c->elem, kg, Ap, ars, aks, Bp, bsum, (int32_t *)c->acc + i0 * c->ldc + j0, c->ldc, rows, cols, add);
+        int_tile(p, c->elem, kg, Ap, ars, aks, Bp, bsum, (int32_t *)c->acc + i0 * c->ldc + j0, c->ldc, rows, cols, add);
         return;
     }
-    int32_t tile[BD_MR * BD_NR];
-    int_tile(c->elem, kg, Ap, ars, aks, Bp, bsum, tile, BD_NR, rows, cols, 0);
+    int32_t tile[2 * BD_MR * BD_NR];
+    int_tile(p, c->elem, kg, Ap, ars, aks, Bp, bsum, tile, BD_NR, rows, cols, 0);
     for (int r = 0; r < rows; ++r) {
         int64_t *o = (int64_t *)c->acc + (i0 + r) * c->ldc + j0;
         const int32_t *t = tile + r * BD_NR;
@@ -267,9 +343,10 @@ static void block_tiles(const bd_gemm_call *c, const bd_gemm_plan *p, int kc, co
     const long ars = c->a_rows ? up(kc, p->g) / p->g : 1, aks = c->a_rows ? 1 : BD_MR;
     const int cols = (int)lmin(BD_NR, lmin(p->nc, c->N - jc) - jp * BD_NR);
     const long ipanels = (mc + BD_MR - 1) / BD_MR;
-    for (long ip = 0; ip < ipanels; ++ip)
+    const int step = p->amx ? 2 : 1; /* AMX: two panels are one tile of 2 * BD_MR rows */
+    for (long ip = 0; ip < ipanels; ip += step)
         gemm_tile(c, p, kc, Ap + (size_t)ip * p->a_panel, ars, aks, Bp + (size_t)jp * p->b_panel, ic + ip * BD_MR,
-                  jc + jp * BD_NR, (int)lmin(BD_MR, mc - ip * BD_MR), cols, add);
+                  jc + jp * BD_NR, (int)lmin(step * BD_MR, mc - ip * BD_MR), cols, add);
 }
 
 /* The A panels of rows ic .. ic + mc - 1 (split among the threads when `split`). */

@@ -29,6 +29,7 @@ typedef struct {
     void *p;
     int kind;    /* BD_PANEL_* */
     long rowlen; /* row-major A panels: elements per row (the k-block rounded up to the group) */
+    int to_rows; /* bd_panel_columns writes rows (r * rowlen + k), not k-major (the AMX panels) */
 } bd_panel;
 
 /* Panel elements at .. at + n - 1 = elements k0 .. k0 + n - 1 of run `run` of x (runs of len
@@ -36,7 +37,8 @@ typedef struct {
 void bd_panel_run(const bd_panel *d, long at, const void *x, int type, long run, long len, long k0, int n);
 /* Panel elements at .. at + n - 1 = value (a pad value, or 0 for a missing signal). */
 void bd_panel_fill(const bd_panel *d, long at, float value, int n);
-/* A k-major A panel: A(r, k) = x[(k0 + k) * ld + i0 + r] for k < kc, r < rows (numbers). */
+/* A k-major A panel: A(r, k) = x[(k0 + k) * ld + i0 + r] for k < kc, r < rows (numbers); in rows
+ * when d->to_rows. */
 void bd_panel_columns(const bd_panel *d, const void *x, int type, long ld, long k0, int kc, long i0, int rows);
 
 /* An A packer fills one micro-panel: A(i0 + r, k0 + k) for r < rows, k < kc, k-major or, for
@@ -64,6 +66,7 @@ typedef struct {
 typedef struct {
     long mc, kc, nc;
     int g;                 /* k values per group of the elem */
+    int amx;               /* integer panels in the AMX forms (bd_isa_igemm_amx): bd_isa_amx_ready() */
     size_t a_panel, b_panel; /* bytes of one panel (an int8 B panel ends with its BD_NR column sums) */
     size_t b_bytes, a_bytes; /* the packed B block, and one thread's A block */
 } bd_gemm_plan;

@@ -7,7 +7,10 @@
  * ISA macro. Exactly one ISA is selected, from the compiler's target macros:
  *
  *   BD_ISA_AVX512    AVX-512F, BW, VL, VPOPCNTDQ and VNNI (-march=native on such a CPU: every
- *                    CPU with VPOPCNTDQ and BW has VNNI, Ice Lake and Zen 4 on; the isa="avx512" flags)
+ *                    CPU with VPOPCNTDQ and BW has VNNI, Ice Lake and Zen 4 on; the isa="avx512" flags);
+ *                    with AMX-TILE and AMX-INT8 as well (Sapphire Rapids on, on Linux: the
+ *                    isa="amx" flags), BD_ISA_AMX too: the integer GEMMs then run on the tile unit
+ *                    (bd_isa_amx.c) once the kernel grants this process its tile state
  *   BD_ISA_AVX2      AVX2 + FMA + POPCNT without VPOPCNTDQ (-march=native on a Haswell or
  *                    Zen CPU, -mavx2 -mfma -mpopcnt)
  *   BD_ISA_NEON      aarch64 (Advanced SIMD is part of the base ISA: any aarch64 compiler)
@@ -21,6 +24,7 @@
  *   BD_ISA_BGEMM_TRANSPOSED  1: bd_isa_bgemm4 reads the filters transposed, B[k * ldb + m]
  *                            ([K][M] words, columns zero-padded to a multiple of BD_BT_PAD);
  *                            0: as rows, B[m * ldb + k].
+ *   BD_ISA_HAS_AMX           1: a BD_ISA_AMX build (whether the tiles run is bd_isa_amx_ready()).
  *
  * The tile shapes (BD_QUAD, BD_FQUAD x BD_FM, BD_MR x BD_NR) and the integer panels' groups
  * (BD_IG16, BD_IG8) are the same for every ISA:
@@ -40,19 +44,29 @@
 #if !defined(BD_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
     defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VNNI__)
 #define BD_ISA_AVX512 1
-#define BD_SIMD_NAME "avx512-vpopcntdq"
 #define BD_ISA_BGEMM_TRANSPOSED 1
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__linux__) && defined(__x86_64__)
+#define BD_ISA_AMX 1
+#define BD_SIMD_NAME "avx512-amx"
+#define BD_ISA_HAS_AMX 1
+#else
+#define BD_SIMD_NAME "avx512-vpopcntdq"
+#define BD_ISA_HAS_AMX 0
+#endif
 #elif !defined(BD_NO_SIMD) && defined(__AVX2__) && defined(__FMA__) && defined(__POPCNT__)
 #define BD_ISA_AVX2 1
 #define BD_SIMD_NAME "avx2"
+#define BD_ISA_HAS_AMX 0
 #define BD_ISA_BGEMM_TRANSPOSED 1
 #elif !defined(BD_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
 #define BD_ISA_NEON 1
 #define BD_SIMD_NAME "neon"
+#define BD_ISA_HAS_AMX 0
 #define BD_ISA_BGEMM_TRANSPOSED 1
 #else
 #define BD_ISA_PORTABLE 1
 #define BD_SIMD_NAME "portable"
+#define BD_ISA_HAS_AMX 0
 #define BD_ISA_BGEMM_TRANSPOSED 0
 #endif
 
@@ -135,6 +149,27 @@ void bd_isa_igemm_i16(int kg, const void *Ap, long ars, long aks, const void *Bp
                       int cols, int add);
 void bd_isa_igemm_i8(int kg, const void *Ap, long ars, long aks, const void *Bp, const int32_t *bsum, int32_t *C,
                      long ldc, int rows, int cols, int add);
+
+/* ---- integer GEMMs on the AMX tile unit (bd_isa_amx.c) ------------------------------------------ */
+
+/* 1 when the integer GEMMs run on AMX tiles in this process: a BD_ISA_AMX build, the Linux kernel
+ * granted the tile state (arch_prctl ARCH_REQ_XCOMP_PERM) and BOLDC_NO_AMX is not set in the
+ * environment at the first call; 0 otherwise (every other build). The GEMM driver asks once per
+ * call, outside its threads, and packs the AMX panels below only when it is 1. */
+int bd_isa_amx_ready(void);
+/* The tile T(r, j) = sum_k A(r, k) * B(k, j), r < rows (1..2 * BD_MR: one panel of A or two in a
+ * row), j < BD_NR, over the kp values of k of the AMX panels (kp a multiple of BD_IG16 for i16, of
+ * BD_IG8 for i8), and its rows x cols corner into C as bd_isa_igemm_* do (C[r * ldc + j] = T(r, j),
+ * or += when add). The panels:
+ *   A, i8:  row r at Ap + r * lda: the bytes a = z + 128 (the _i8 kernel's), and T = sum a * e -
+ *           128 * bsum[j] (bsum[j] = sum_k B(k, j));
+ *   A, i16: the int16 signal z = 256 * hi + lo in two byte planes, hi (int8, z >> 8) of row r at
+ *           Ap + r * lda and lo (uint8, z & 255) at Ap + r * lda + lda / 2; bsum unused;
+ *   B:      int8 e in groups of 4 (the _i8 kernel's B groups): e(k, j) at byte
+ *           (k / 4 * BD_NR + j) * 4 + k % 4, zero where k >= kp.
+ * Whole 64-byte steps of k run on the tiles (tdpbusd / tdpbssd), the rest in plain C. */
+void bd_isa_igemm_amx(int i8, int kp, long lda, const void *Ap, const void *Bp, const int32_t *bsum, int32_t *C,
+                      long ldc, int rows, int cols, int add);
 
 /* ---- threshold packers ------------------------------------------------------------------ */
 

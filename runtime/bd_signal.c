@@ -9,8 +9,6 @@
  */
 #include "boldc_rt.h"
 
-#include <float.h>
-
 #define BD_F32_MIN_EXP (-126) /* the scale stays a normal f32 */
 
 double bd_uniform(uint64_t seed, uint64_t stream, uint64_t step, uint64_t index)
@@ -48,22 +46,27 @@ static double log_round(double v, int kmax)
     return v < 0.0 ? -bd_pow2i(k) : bd_pow2i(k);
 }
 
-/* max |z| (NaN or inf when any is not finite; 0 for no element). */
+/* max |z| (0 for no element), and whether every z is finite. On the bits: |z| is z's bits without
+ * the sign, and for floats that are not NaN their order is the order of those integers, with
+ * inf at 0x7f800000 and every NaN above it; an integer max the compiler vectorises (a float max
+ * with a finiteness flag it did not). */
 static float max_magnitude(const bd_exec *ex, long count, const float *z, int *finite)
 {
-    float m = 0.0f;
-    int bad = 0;
+    uint32_t top = 0;
     int bd_nt = ex->threads < 1 ? 1 : ex->threads;
     (void)bd_nt;
 #ifdef _OPENMP
-    BD_PRAGMA(omp parallel for schedule(static) num_threads(bd_nt) reduction(max:m) reduction(|:bad) if(count > 65536))
+    BD_PRAGMA(omp parallel for schedule(static) num_threads(bd_nt) reduction(max:top) if(count > 65536))
 #endif
     for (long i = 0; i < count; ++i) {
-        const float a = fabsf(z[i]);
-        m = a > m ? a : m;
-        bad |= !(a <= FLT_MAX);
+        uint32_t a;
+        memcpy(&a, z + i, sizeof a);
+        a &= UINT32_C(0x7fffffff);
+        top = a > top ? a : top;
     }
-    *finite = !bad;
+    *finite = top < UINT32_C(0x7f800000);
+    float m;
+    memcpy(&m, &top, sizeof m);
     return m;
 }
 

@@ -103,6 +103,39 @@ void bd_flip_update_i16(const bd_exec *ex, long runs, int D, uint64_t *w, int16_
 #undef BD_FLIP_RUNS
 #undef BD_FLIP_OMP
 
+#define BD_TANH_CHUNK 256
+
+/* In chunks: bd_dtanh's t = bd_exp(-2|u|) is bd_exp_nonpos(-2|u|) for -2|u| >= -708 (the same
+ * operations, branch-free: the compiler vectorises the chunk), so a chunk whose every -2|u| is
+ * there keeps those values; a chunk with a smaller one (or a NaN) is computed again with
+ * bd_dtanh. The chunk is written after it is read (in place is safe). */
+void bd_threshold_grad_tanh(const bd_exec *ex, long count, const float *dy, const float *x, double alpha, double tau,
+                            float *y)
+{
+    const long chunks = (count + BD_TANH_CHUNK - 1) / BD_TANH_CHUNK;
+    int bd_nt = ex->threads < 1 ? 1 : ex->threads;
+    (void)bd_nt;
+    BD_OMP_FOR_IF(count > 65536)
+    for (long ch = 0; ch < chunks; ++ch) {
+        const long i0 = ch * BD_TANH_CHUNK;
+        const int n = count - i0 < BD_TANH_CHUNK ? (int)(count - i0) : BD_TANH_CHUNK;
+        float out[BD_TANH_CHUNK];
+        int outside = 0;
+        for (int i = 0; i < n; ++i) {
+            const double u = alpha * ((double)x[i0 + i] - tau);
+            const double a = -2.0 * fabs(u);
+            const double t = bd_exp_nonpos(a);
+            const double one_t = 1.0 + t;
+            const double num = 4.0 * t;
+            out[i] = (float)((double)dy[i0 + i] * (num / (one_t * one_t)));
+            outside |= !(a >= -708.0);
+        }
+        if (outside)
+            for (int i = 0; i < n; ++i) out[i] = (float)((double)dy[i0 + i] * bd_dtanh(alpha * ((double)x[i0 + i] - tau)));
+        memcpy(y + i0, out, sizeof(float) * (size_t)n);
+    }
+}
+
 void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v, const float *g, const float *lr,
                     const int32_t *step, double beta1, double beta2, double eps, double weight_decay)
 {

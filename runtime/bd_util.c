@@ -88,13 +88,19 @@ const unsigned char *bd_weights_image(const void *blob, size_t len, size_t want_
     return reason ? NULL : p + 32;
 }
 
+#ifdef _OPENMP
+#define BD_OPENMP_NAME "yes"
+#else
+#define BD_OPENMP_NAME "no"
+#endif
+
+/* An AMX build whose tiles this process may not use says so: its integer GEMMs run the VNNI
+ * kernels (bd_isa_amx_ready). */
 const char *bd_build_info(void)
 {
-#ifdef _OPENMP
-    return "simd=" BD_SIMD_NAME " popcount=" BD_POPCOUNT_NAME " openmp=yes";
-#else
-    return "simd=" BD_SIMD_NAME " popcount=" BD_POPCOUNT_NAME " openmp=no";
-#endif
+    if (BD_ISA_HAS_AMX && !bd_isa_amx_ready())
+        return "simd=" BD_SIMD_NAME " popcount=" BD_POPCOUNT_NAME " openmp=" BD_OPENMP_NAME " amx-tiles=off";
+    return "simd=" BD_SIMD_NAME " popcount=" BD_POPCOUNT_NAME " openmp=" BD_OPENMP_NAME;
 }
 
 double bd_seconds(void)

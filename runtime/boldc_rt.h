@@ -378,6 +378,10 @@ void bd_flip_update(const bd_exec *ex, long runs, int D, uint64_t *w, float *m, 
  * decided on it; *saturated (i32) counts the entries that saturated, up to 2^31 - 1. */
 void bd_flip_update_i16(const bd_exec *ex, long runs, int D, uint64_t *w, int16_t *m, float *beta, const float *q,
                         const float *eta, float m_step, int32_t *saturated);
+/* threshold_grad in tanh mode on f32 operands of one layout: y[i] = (float)((double)dy[i] *
+ * bd_dtanh(alpha * ((double)x[i] - tau))) for i < count, the map kernel's bits; y may be dy or x. */
+void bd_threshold_grad_tanh(const bd_exec *ex, long count, const float *dy, const float *x, double alpha, double tau,
+                            float *y);
 /* Adam (PyTorch's), in double, rounded to f32; t = *step + 1. */
 void bd_adam_update(const bd_exec *ex, long count, float *p, float *m, float *v, const float *g, const float *lr,
                     const int32_t *step, double beta1, double beta2, double eps, double weight_decay);

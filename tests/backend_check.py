@@ -43,6 +43,8 @@ FLOAT_RTOL = 1e-5  # relative to the tensor's largest magnitude, and to each ele
 VARIANTS = {
     "simd": {"isa": "native", "popcount": "builtin"},
     "avx2": {"isa": "avx2", "popcount": "builtin"},
+    # the VNNI kernels where "native" builds the AMX ones (skipped where native is this path)
+    "avx512": {"isa": "avx512", "popcount": "builtin"},
     "portable": {"isa": "portable", "popcount": "builtin"},
     "portable-popcount": {"isa": "portable", "popcount": "portable"},
 }

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CROSS_CC = "aarch64-linux-gnu-gcc"
 QEMU = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
-X86_ISAS = ["portable", "avx2", "avx512", "native"]
+X86_ISAS = ["portable", "avx2", "avx512", "amx", "native"]
 
 
 def _host_is_x86() -> bool:
@@ -74,14 +74,15 @@ def test_runtime_builds_warning_free_for_neon(runtime_dir):
 def test_each_named_isa_selects_its_kernels():
     if not _host_is_x86():
         pytest.skip("the x86 ISAs need an x86 compiler; this one is not")
-    assert [simd_path(i) for i in ("portable", "avx2", "avx512")] == ["portable", "avx2", "avx512-vpopcntdq"]
+    assert [simd_path(i) for i in ("portable", "avx2", "avx512", "amx")] == ["portable", "avx2", "avx512-vpopcntdq",
+                                                                             "avx512-amx"]
 
 
 def test_compile_reports_the_kernels_it_built():
     cnn = boldc.load(GOLDEN / "boolean_cnn.bir")
     x = np.random.default_rng(1).standard_normal((5, 1, 8, 8)).astype(np.float32)
     want = boldc.interpret(cnn, x)
-    for isa in ("native", "portable", "avx2", "avx512"):
+    for isa in ("native", "portable", "avx2", "avx512", "amx"):
         try:
             check_isa(isa)
         except BoldcError:
@@ -93,10 +94,11 @@ def test_compile_reports_the_kernels_it_built():
 
 
 def test_native_is_the_best_path_of_this_host():
-    """On a CPU with AVX-512 VPOPCNTDQ "native" builds those kernels, else AVX2 where the
-    CPU has AVX2 + FMA + POPCNT (the other ISAs are then refused or portable)."""
+    """On a CPU with AVX-512 VPOPCNTDQ "native" builds those kernels (with the AMX tiles where
+    the CPU has AMX-INT8), else AVX2 where the CPU has AVX2 + FMA + POPCNT (the other ISAs are
+    then refused or portable)."""
     runnable = []
-    for isa in ("avx512", "avx2", "neon"):
+    for isa in ("amx", "avx512", "avx2", "neon"):
         try:
             check_isa(isa)
             runnable.append(build.SIMD_PATHS[isa])

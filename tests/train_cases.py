@@ -73,6 +73,12 @@ def train_op_cases():
             attrs={"mode": mode, "alpha": 0.05})
     add("threshold_grad", [_floats(rng, B, 33), _ints(rng, np.int8, B, 33, lo=-9, hi=9)],
         attrs={"alpha": 0.3, "tau": 2})
+    # f32 pre-activations, tanh (bd_threshold_grad_tanh: chunks of 256 values; a chunk with a
+    # -2|u| below -708, a NaN u or an inf dy beside one is computed again with bd_dtanh)
+    big_x, edge_dy = _floats(rng, B, 40, 3, 3) * 30.0, _floats(rng, B, 40, 3, 3)
+    big_x[0, 0, 0, :2] = [400.0, np.nan]  # u = alpha * x: beyond the vectorised exp's range, NaN
+    big_x[-1, 5, 1, 1], edge_dy[-1, 5, 1, 1], edge_dy[0, 0, 0, 0] = -390.0, -np.inf, np.inf
+    add("threshold_grad", [edge_dy, big_x], attrs={"mode": "tanh", "alpha": 1.0, "tau": 1.5})
     add("threshold_grad", [_floats(rng, B, 10, 2, 2), _floats(rng, B, 10, 2, 2)],
         [_floats(rng, 10), _bits(rng, 10)], {"alpha": 0.7})
     add("threshold_grad", [_floats(rng, B, 9), _ints(rng, np.int32, B, 9, lo=-99, hi=99)],
@@ -148,6 +154,11 @@ def train_op_cases():
         attrs={"kernel": [3, 3], "stride": [2, 2], "pad": [1, 1, 1, 1], "ceil_mode": True})
     add("maxpool2d_grad", [_floats(rng, B, 9, 3, 2), _ints(rng, np.int16, B, 9, 6, 6, lo=-3, hi=3)],
         attrs={"kernel": [2, 3], "stride": [2, 2], "dilation": [1, 2], "ceil_mode": True})
+    # every tap inside a padded window at -inf (or NaN): the first of them wins, never the padding
+    low = np.where(rng.random((B, 3, 4, 4)) < 0.7, -np.inf, _floats(rng, B, 3, 4, 4)).astype(np.float32)
+    low[0, 0, 0, 1] = np.nan
+    add("maxpool2d_grad", [_floats(rng, B, 3, 2, 2), low], attrs={"kernel": [3, 3], "stride": [2, 2],
+                                                                  "pad": [1, 1, 1, 1]})
     add("avgpool2d_grad", [_floats(rng, B, 4, 4, 4)], attrs={"kernel": [3, 3], "stride": [2, 2],
                                                              "pad": [1, 1, 1, 1], "input_hw": [7, 7]})
     add("avgpool2d_grad", [_floats(rng, B, 3, 4, 4)], attrs={"kernel": [3, 3], "stride": [2, 2],

@@ -18,8 +18,9 @@ def compile(module: Module, train: bool = False, *, max_batch: int | None = None
       ``train``; 1..65536, and the arena at most 4 GiB); ``infer`` splits larger ones,
       a training step takes at most this many.
     - ``isa``: the kernels (``CompiledModel.simd`` says which were built): "native" (the
-      best this machine has: AVX-512 VPOPCNTDQ, else AVX2 + FMA + POPCNT, else NEON on
-      aarch64, else portable), "avx512", "avx2", "neon" (each refused with a one-line
+      best this machine has: AVX-512 VPOPCNTDQ, with the AMX tiles for the integer-signal
+      GEMMs where the CPU has them, else AVX2 + FMA + POPCNT, else NEON on aarch64, else
+      portable), "avx512", "amx", "avx2", "neon" (each refused with a one-line
       error where this compiler or CPU cannot build or run it: export the C folder to
       build for another machine), or "portable" (plain C, any target).
     - ``popcount``: "builtin" (the compiler's) or "portable" (bit-twiddling C).

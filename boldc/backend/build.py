@@ -34,13 +34,14 @@ from boldc.resources import read_text
 # selected one has a body), docs/backend.md "The ISA layer".
 RUNTIME_FILES = ("boldc_rt.h", "bd_boolean.c", "bd_float.c", "bd_gemm.h", "bd_gemm.c", "bd_grad.c", "bd_train.c",
                  "bd_ckpt.c", "bd_util.c", "bd_signal.c", "bd_norm.c", "bd_isa.h", "bd_isa_portable.c",
-                 "bd_isa_avx512.c", "bd_isa_avx2.c", "bd_isa_neon.c")
+                 "bd_isa_avx512.c", "bd_isa_amx.c", "bd_isa_avx2.c", "bd_isa_neon.c")
 RUNTIME_SOURCES = tuple(f for f in RUNTIME_FILES if f.endswith(".c"))
 
 # Target instruction sets: the flags decide which ISA bd_isa.h selects (docs/backend.md,
 # "The ISA layer"). "native": everything this machine has (the best kernels it runs:
-# AVX-512 VPOPCNTDQ + VNNI, else AVX2, else NEON on aarch64, else portable); "avx512", "avx2":
-# those kernels (the CPU must have them: check_isa); "neon": the NEON kernels, which need an
+# AVX-512 VPOPCNTDQ + VNNI, with the AMX tiles for the integer GEMMs where the CPU has them,
+# else AVX2, else NEON on aarch64, else portable); "avx512", "amx" (AVX-512 and the tiles),
+# "avx2": those kernels (the CPU must have them: check_isa); "neon": the NEON kernels, which need an
 # aarch64 compiler (they are in its base ISA; on another machine, export the C folder and
 # cross-compile it); "portable": the plain C kernels on any target (-DBD_NO_SIMD).
 ISA_FLAGS = {
@@ -48,11 +49,14 @@ ISA_FLAGS = {
     "portable": ["-DBD_NO_SIMD"],
     "avx512": ["-mavx2", "-mfma", "-mpopcnt", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq",
                "-mavx512vnni"],
+    "amx": ["-mavx2", "-mfma", "-mpopcnt", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vpopcntdq",
+            "-mavx512vnni", "-mamx-tile", "-mamx-int8"],
     "avx2": ["-mavx2", "-mfma", "-mpopcnt"],
     "neon": [],
 }
 # The kernels (BD_SIMD_NAME, build_info's "simd=") each named isa must select.
-SIMD_PATHS = {"portable": "portable", "avx512": "avx512-vpopcntdq", "avx2": "avx2", "neon": "neon"}
+SIMD_PATHS = {"portable": "portable", "avx512": "avx512-vpopcntdq", "amx": "avx512-amx", "avx2": "avx2",
+              "neon": "neon"}
 POPCOUNTS = ("builtin", "portable")
 # No FP contraction (no fused multiply-add may merge the Boolean optimizer's three f32
 # operations, docs/training.md; -std=c99 implies it for gcc, the flag says it for any

@@ -23,6 +23,7 @@ from boldc.backend.cexpr import Const, Expr, Var, div, mod, product
 from boldc.backend.ckernel import CKernel, COp, CTensor, along, each_row, map_body, scalar_literal
 from boldc.backend.kernels import DTYPE_CODE, _r, map_kernel, rows_of, runtime_call, values
 from boldc.backend.layout import BATCH
+from boldc.ir.types import DType
 
 MR, NR, KC, MC, NC = 8, 32, 256, 128, 256  # the runtime's BD_MR, BD_NR, BD_KC, BD_MC, BD_NC (bd_gemm.c)
 
@@ -188,6 +189,11 @@ def threshold_grad(cop: COp) -> CKernel:
     integer_tau = tau.dtype.is_int if tau is not None else (float(scalar).is_integer() and abs(scalar) < 2 ** 31)
     if x.dtype.is_int and integer_tau and dy.layout.perm == x.layout.perm:
         return _threshold_grad_table(cop, alpha, mode)
+    if (mode == "tanh" and tau is None and ge is None and dy.dtype is x.dtype is cop.out.dtype is DType.f32
+            and dy.layout == x.layout == cop.out.layout):
+        # the same values with a loop the compiler vectorises (runtime bd_threshold_grad_tanh)
+        return _inplace(CKernel(f"bd_threshold_grad_tanh(ex, {x.layout.count_expr()}, {dy.name}, {x.name}, {alpha}, "
+                                f"{_dbl(scalar)}, {cop.out.name});\n"))
 
     def expr(idx: list[Expr]) -> str:
         t = f"(double){tau.load([idx[1]])}" if tau is not None else _dbl(scalar)

@@ -201,26 +201,106 @@ def _zero(b: Block, dx: CTensor) -> None:
         b(f"{dx.name}[{i}] = 0.0f;")
 
 
+_CHUNK = 256  # channels per pass of maxpool2d_grad: its per-channel arrays stay a few KiB of stack
+
+
 def maxpool2d_grad(cop: COp) -> CKernel:
     """dx = 0, then each dy to the first maximal element of its window (row-major; b1
     read as +-1; taps outside the input never win; a NaN, once met, wins); overlapping
-    windows add up, so the pixels run in parallel only when the windows are disjoint."""
+    windows add up, so the pixels run in parallel only when the windows are disjoint.
+
+    Per pixel, the input pixels of the taps inside the input are listed in row-major
+    order (``bd_q``, ``bd_n`` of them); then, per chunk of channels, each listed tap runs
+    over the chunk with the channel innermost (contiguous: the compare and select
+    vectorise): the first sets each channel's running ``best`` and ``at`` (its place in
+    the list), a later one takes them where ``best == best && !(v <= best)`` (larger, or
+    NaN while no NaN was met; b1 compares its bits, ordered as +-1); then each listed tap
+    gives dy to the channels where it is ``at``. A window of one tap gives dy to it."""
     dy, x = cop.ins
     dx = cop.out
     g = window(cop, x.shape[2:], dy.shape[2:])
     c = dx.shape[1]
     disjoint = g.sh >= (g.kh - 1) * g.dh + 1 and g.sw >= (g.kw - 1) * g.dw + 1
+    ntaps = g.kh * g.kw
     b = Block()
-    _zero(b, dx)
+    if not (disjoint and _covered(g)):  # else each element of dx is a tap of one window: written once
+        _zero(b, dx)
     with pixels(b, g, g.N * (g.OH * g.OW * c) if disjoint else None) as px:
-        with b.loop("bd_c", c) as ch:
-            b.decl("long bd_at = -1;", "double bd_best = 0.0;")
-            with taps(b, g, px) as (ih, iw):
-                b.decl(f"const double bd_v = {_bit_or_value(x, [px.b, ch, ih, iw])};")
-                with b.when("bd_at < 0 || (bd_best == bd_best && (bd_v > bd_best || bd_v != bd_v))"):
-                    b("bd_best = bd_v;", f"bd_at = {(px.b * g.H + ih) * g.W + iw};")
-            b(f"if (bd_at >= 0) {dx.name}[bd_at * {c} + {ch}] += {dy.name}[{px.p * c + ch}];")
+        width = min(c, _CHUNK)
+        b.decl(f"long bd_n = 0, bd_q[{ntaps}];", f"const float *bd_g = {dy.name} + {px.p * c};")
+        if ntaps > 1:
+            value = _max_value_type(x)
+            b.decl(f"{value} bd_best[{width}];", f"{_tap_type(value, ntaps)} bd_at[{width}];")
+            if disjoint:
+                b.decl(f"float bd_d[{width}];")
+        with taps(b, g, px) as (ih, iw):
+            b(f"bd_q[bd_n++] = {(px.b * g.H + ih) * g.W + iw};")
+        full, rest = divmod(c, _CHUNK)
+        if full:
+            with b.loop("bd_k", full) as k:
+                _max_chunk(b, x, dx, ntaps, k * _CHUNK, _CHUNK, disjoint)
+        if rest:
+            _max_chunk(b, x, dx, ntaps, Const(full * _CHUNK), rest, disjoint)
     return CKernel(b.text())
+
+
+def _max_chunk(b: Block, x: CTensor, dx: CTensor, ntaps: int, c0: Expr, width: int, disjoint: bool) -> None:
+    """maxpool2d_grad on channels [c0, c0 + width) of a pixel whose taps are listed.
+    Every declaration is inside a loop's braces: the text may stand twice in one scope."""
+    value = _max_value_type(x)
+    at = _tap_type(value, ntaps)
+    if ntaps > 1:
+        units = x.layout.storage_dims[-1]  # per input pixel (b1: words; c0 % 64 == 0)
+        # The first tap and the later ones are two loops under tests of bd_s: an inner
+        # loop alone in the loop over the taps is unrolled and jammed by gcc -O3 into one
+        # that does not vectorise.
+        with b.loop("bd_s", Var("bd_n", 0, ntaps)) as s:
+            q = Var(f"bd_q[{s}]", 0, None)
+            b.decl(f"const {x.ctype} *bd_v = {x.name} + {q * units + x.layout.offset([0, c0, 0, 0])[0]};",
+                   f"const {at} bd_t = {s};")
+            with b.when("bd_s == 0"), b.loop("bd_c", width) as ch:
+                b(f"bd_best[{ch}] = {x.layout.load('bd_v', [0, ch, 0, 0])};", f"bd_at[{ch}] = 0;")
+            with b.when("bd_s > 0"), b.loop("bd_c", width) as ch:
+                b.decl(f"const {value} bd_u = {x.layout.load('bd_v', [0, ch, 0, 0])}, bd_m = bd_best[{ch}];",
+                       f"const {at} bd_a = bd_at[{ch}];",
+                       f"const int bd_win = {_keeps_nan(x, 'bd_m')}!(bd_u <= bd_m);")
+                b(f"bd_best[{ch}] = bd_win ? bd_u : bd_m;", f"bd_at[{ch}] = bd_win ? bd_t : bd_a;")
+        if disjoint:
+            # dx = 0; dx += dy is 0.0f + dy (a -0 becomes +0), added here for every
+            # channel: an add under the select stops the vectorisation without masks (AVX2)
+            with b.loop("bd_c", width) as ch:
+                b(f"bd_d[{ch}] = 0.0f + bd_g[{c0 + ch}];")
+    with b.loop("bd_s", Var("bd_n", 0, ntaps)) as s:
+        b.decl(f"float *bd_o = {dx.name} + {Var(f'bd_q[{s}]', 0, None) * dx.shape[1] + c0};")
+        if ntaps > 1:
+            b.decl(f"const {at} bd_t = {s};")
+        with b.loop("bd_c", width) as ch:
+            dy = f"bd_g[{c0 + ch}]"
+            if ntaps == 1:  # windows of one tap are disjoint
+                b(f"bd_o[{ch}] = 0.0f + {dy};")
+            elif disjoint:  # this pixel alone writes the tap
+                b(f"bd_o[{ch}] = bd_at[{ch}] == bd_t ? bd_d[{ch}] : 0.0f;")
+            else:  # dx is never -0 (it starts +0; sums round to nearest): adding +0 leaves it
+                b(f"bd_o[{ch}] += bd_at[{ch}] == bd_t ? {dy} : 0.0f;")
+
+
+def _max_value_type(x: CTensor) -> str:
+    """The C type maxpool2d_grad compares x in: its own, or 0/1 bytes for b1."""
+    return "uint8_t" if x.dtype.is_bool else x.ctype
+
+
+def _tap_type(value: str, ntaps: int) -> str:
+    """The C type of a tap's place in its list: as wide as the values compared (the
+    select vectorises lane for lane) when it holds ntaps - 1."""
+    width = {"float": 32, "int32_t": 32, "int16_t": 16}.get(value, 8)
+    return f"int{width}_t" if ntaps <= 1 << (width - 1) else "int32_t"
+
+
+def _covered(g: Window) -> bool:
+    """Whether every input position is a tap of some window."""
+    rows = {oh * g.sh - g.pt + i * g.dh for oh in range(g.OH) for i in range(g.kh)}
+    cols = {ow * g.sw - g.pl + j * g.dw for ow in range(g.OW) for j in range(g.kw)}
+    return rows >= set(range(g.H)) and cols >= set(range(g.W))
 
 
 def avgpool2d_grad(cop: COp) -> CKernel:

@@ -300,8 +300,15 @@ class MaxPool2dGrad(GradOp):
         kh, kw = attrs["kernel"]
         oh, ow = dy.shape[2:]
         xp, pad = _pool_padded(x, attrs, oh, ow, -np.inf)
-        win = windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow))
-        first = win.reshape(*win.shape[:4], kh * kw).argmax(axis=-1)  # argmax takes the first maximum
+        inside, _ = _pool_padded(np.ones(x.shape), attrs, oh, ow, 0.0)
+        taps = (*dy.shape, kh * kw)
+        win = windows(xp, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow)).reshape(taps)
+        real = windows(inside, (kh, kw), attrs["stride"], attrs["dilation"], (oh, ow)).reshape(taps) > 0
+        # the first maximal tap inside the input (a padding tap never wins, not even over -inf; the
+        # first NaN wins, as np.max and argmax take it); -1 (nobody) for a window wholly outside
+        top = np.where(real, win, -np.inf).max(axis=-1, keepdims=True)
+        best = real & ((win == top) | (np.isnan(win) & np.isnan(top)))
+        first = np.where(best.any(axis=-1), best.argmax(axis=-1), -1)
         dxp = np.zeros(xp.shape)
         for i in range(kh):
             for j in range(kw):

@@ -237,10 +237,14 @@ def _fold_into_input(cols: torch.Tensor, attrs, shape, padding, out_hw) -> torch
 @implements("maxpool2d_grad")
 def maxpool2d_grad(call, dy, x):
     """Each dy to the first maximal element of its window in row-major order (torch's max-pool
-    keeps the first maximum: it replaces only on a larger value); overlapping windows add up."""
+    keeps the first maximum: it replaces only on a larger value); overlapping windows add up.
+    The padding never wins: in float64 a -inf of x becomes -1e300, still above the padding's
+    -inf and below every float32."""
     a = call.attrs
     (oh, ow), padding = pool_geometry(x.shape, a)
-    xp = F.pad(x, padding, value=float("-inf"))
+    key = x.to(F64)
+    key = torch.where(key == float("-inf"), torch.full_like(key, -1e300), key)
+    xp = F.pad(key, padding, value=float("-inf"))
     _, index = F.max_pool2d(xp, a["kernel"], a["stride"], dilation=a["dilation"], return_indices=True)
     n, c, hp, wp = xp.shape
     dtype = F64 if call.rt.exact else F32
