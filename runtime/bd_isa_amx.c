@@ -29,19 +29,6 @@ static void tail_sums(int i8, int kp, int k0, long lda, const unsigned char *A, 
     }
 }
 
-/* The corner of T into C (minus 128 * bsum for i8). */
-static void put_tile(int i8, int32_t T[BD_AMX_ROWS][BD_NR], const int32_t *bsum, int32_t *C, long ldc, int rows,
-                     int cols, int add)
-{
-    for (int r = 0; r < rows; ++r) {
-        int32_t *c = C + r * ldc;
-        for (int j = 0; j < cols; ++j) {
-            const int32_t v = T[r][j] - (i8 ? 128 * bsum[j] : 0);
-            c[j] = add ? c[j] + v : v;
-        }
-    }
-}
-
 #if defined(BD_ISA_AMX)
 #include <immintrin.h>
 #include <stdlib.h>
@@ -120,15 +107,15 @@ void bd_isa_igemm_amx(int i8, int kp, long lda, const void *Ap, const void *Bp, 
         _tile_stored(6, &lo[0][0], 4 * BD_NR);
         _tile_stored(7, &lo[0][16], 4 * BD_NR);
     }
-    if (whole < kp) { /* the plain-C tail adds to T: combine first */
-        if (!i8)
+    int planes = !i8; /* T still holds hi, and lo its own sums */
+    if (whole < kp) {  /* the plain-C tail adds whole values to T: combine first */
+        if (planes)
             for (int r = 0; r < m; ++r)
                 for (int j = 0; j < BD_NR; ++j) T[r][j] = 256 * T[r][j] + lo[r][j];
+        planes = 0;
         tail_sums(i8, kp, whole, lda, A, B, rows, T);
-        put_tile(i8, T, bsum, C, ldc, rows, cols, add);
-        return;
     }
-    /* T (i16: 256 * hi + lo; i8: minus 128 * bsum) into the corner of C, 16 columns a vector */
+    /* T (planes: 256 * hi + lo; i8: minus 128 * bsum) into the corner of C, 16 columns a vector */
     const __m512i s0 = i8 ? _mm512_slli_epi32(_mm512_loadu_si512((const void *)bsum), 7) : _mm512_setzero_si512();
     const __m512i s1 = i8 ? _mm512_slli_epi32(_mm512_loadu_si512((const void *)(bsum + 16)), 7)
                           : _mm512_setzero_si512();
@@ -139,7 +126,7 @@ void bd_isa_igemm_amx(int i8, int kp, long lda, const void *Ap, const void *Bp, 
         if (i8) {
             v0 = _mm512_sub_epi32(v0, s0);
             v1 = _mm512_sub_epi32(v1, s1);
-        } else {
+        } else if (planes) {
             v0 = _mm512_add_epi32(_mm512_slli_epi32(v0, 8), _mm512_loadu_si512((const void *)&lo[r][0]));
             v1 = _mm512_add_epi32(_mm512_slli_epi32(v1, 8), _mm512_loadu_si512((const void *)&lo[r][16]));
         }
@@ -154,6 +141,19 @@ void bd_isa_igemm_amx(int i8, int kp, long lda, const void *Ap, const void *Bp, 
 }
 
 #else
+
+/* The corner of T into C (minus 128 * bsum for i8). */
+static void put_tile(int i8, int32_t T[BD_AMX_ROWS][BD_NR], const int32_t *bsum, int32_t *C, long ldc, int rows,
+                     int cols, int add)
+{
+    for (int r = 0; r < rows; ++r) {
+        int32_t *c = C + r * ldc;
+        for (int j = 0; j < cols; ++j) {
+            const int32_t v = T[r][j] - (i8 ? 128 * bsum[j] : 0);
+            c[j] = add ? c[j] + v : v;
+        }
+    }
+}
 
 int bd_isa_amx_ready(void)
 {
